@@ -1,0 +1,3 @@
+"""Conveyor broker server: the `conveyor serve` daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,91 @@
+"""Wiring only: open the store, build the core, start gRPC (+ health, reflection) and the timer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from conveyor.v1 import (
+    task_service_pb2,
+    task_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
+from conveyor_server.config import ServeConfig
+from conveyor_server.core.broker import Broker
+from conveyor_server.core.clock import SystemClock
+from conveyor_server.engine import Engine
+from conveyor_server.rpc.errors import ErrorInterceptor
+from conveyor_server.rpc.services import TaskServicer, WorkerServicer
+from conveyor_server.store.lmdb_store import LmdbStore
+
+log = logging.getLogger("conveyor")
+
+SERVICE_NAMES = (
+    task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+)
+_MAX_MESSAGE_BYTES = 64 << 20
+
+
+async def serve(config: ServeConfig) -> None:
+    """Run the broker until SIGTERM/SIGINT, then shut down gracefully."""
+    store = LmdbStore(config.data_dir, durable=config.is_durable, max_bytes=config.max_store_bytes)
+    engine = Engine(Broker(store, SystemClock(), config.broker), config.max_waiters)
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor(lambda: engine.is_stopping)],
+        options=[
+            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+        ],
+    )
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(engine), server)
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(engine), server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    try:
+        port = server.add_insecure_port(config.listen)
+    except RuntimeError as exc:
+        store.close()
+        raise SystemExit(f"conveyor: cannot listen on {config.listen}: {exc}") from None
+    await server.start()
+    await engine.start()
+    for name in ("", *SERVICE_NAMES):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    host = config.listen.rsplit(":", 1)[0]
+    log.info(
+        "conveyor serving on %s:%d, data in %s (durability %s)",
+        host,
+        port,
+        store.path,
+        config.durability,
+    )
+    print(f"conveyor serving on {host}:{port}", file=sys.stdout, flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("shutting down: refusing new calls, finishing in-flight ones")
+    await health.enter_graceful_shutdown()
+    await engine.stop()
+    await server.stop(config.shutdown_grace)
+    store.close()
+    log.info("stopped cleanly")

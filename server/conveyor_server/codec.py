@@ -1,0 +1,152 @@
+"""The one mapping between the Task model and the conveyor.v1.Task protobuf.
+
+Shared by the RPC layer (API messages) and the LMDB store (records are the
+same message, so a stored task and a served task never drift apart).
+"""
+
+from __future__ import annotations
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from conveyor.v1 import task_pb2
+from conveyor_server.core.model import RetryPolicy, Task, TaskError, TaskResult, TaskState
+
+
+def set_time(target: timestamp_pb2.Timestamp, seconds: float) -> None:
+    whole = int(seconds // 1)
+    target.seconds = whole
+    target.nanos = min(round((seconds - whole) * 1e9), 999_999_999)
+
+
+def get_time(source: timestamp_pb2.Timestamp) -> float:
+    return source.seconds + source.nanos / 1e9
+
+
+def set_duration(target: duration_pb2.Duration, seconds: float) -> None:
+    whole = int(seconds)
+    target.seconds = whole
+    target.nanos = round((seconds - whole) * 1e9)
+
+
+def get_duration(source: duration_pb2.Duration) -> float:
+    return source.seconds + source.nanos / 1e9
+
+
+def retry_policy_to_pb(policy: RetryPolicy, out: task_pb2.RetryPolicy) -> None:
+    set_duration(out.initial_backoff, policy.initial_backoff)
+    out.multiplier = policy.multiplier
+    set_duration(out.max_backoff, policy.max_backoff)
+    out.jitter = policy.jitter
+
+
+def task_to_pb(task: Task, *, include_lease_token: bool = False) -> task_pb2.Task:
+    """Encode a task; the lease token leaves only with Lease responses and store records."""
+    pb = task_pb2.Task(
+        id=task.id,
+        queue=task.queue,
+        kind=task.kind,
+        payload=task.payload,
+        content_type=task.content_type,
+        headers=task.headers,
+        priority=task.priority,
+        max_attempts=task.max_attempts,
+        unique_key=task.unique_key,
+        state=int(task.state),  # type: ignore[arg-type]
+        attempt=task.attempt,
+        sequence=task.sequence,
+        worker_id=task.worker_id,
+        cancel_requested=task.cancel_requested,
+    )
+    if include_lease_token:
+        pb.lease_token = task.lease_token
+    set_time(pb.run_at, task.run_at)
+    set_time(pb.created_at, task.created_at)
+    set_time(pb.updated_at, task.updated_at)
+    if task.deadline is not None:
+        set_time(pb.deadline, task.deadline)
+    retry_policy_to_pb(task.retry_policy, pb.retry_policy)
+    set_duration(pb.lease_duration, task.lease_duration)
+    set_duration(pb.unique_window, task.unique_window)
+    set_duration(pb.result_retention, task.result_retention)
+    if task.leased_at is not None:
+        set_time(pb.leased_at, task.leased_at)
+    if task.lease_expires_at is not None:
+        set_time(pb.lease_expires_at, task.lease_expires_at)
+    if task.finished_at is not None:
+        set_time(pb.finished_at, task.finished_at)
+    if task.last_error is not None:
+        err = task.last_error
+        pb.last_error.type = err.type
+        pb.last_error.message = err.message
+        pb.last_error.details = err.details
+        pb.last_error.attempt = err.attempt
+        set_time(pb.last_error.failed_at, err.failed_at)
+    if task.result is not None:
+        pb.result.data = task.result.data
+        pb.result.content_type = task.result.content_type
+    return pb
+
+
+def task_from_pb(pb: task_pb2.Task) -> Task:
+    """Decode a task record (or API message) into the model."""
+    rp = pb.retry_policy
+    return Task(
+        id=pb.id,
+        queue=pb.queue,
+        kind=pb.kind,
+        payload=pb.payload,
+        content_type=pb.content_type,
+        headers=dict(pb.headers),
+        priority=pb.priority,
+        run_at=get_time(pb.run_at),
+        deadline=get_time(pb.deadline) if pb.HasField("deadline") else None,
+        max_attempts=pb.max_attempts,
+        retry_policy=RetryPolicy(
+            initial_backoff=get_duration(rp.initial_backoff),
+            multiplier=rp.multiplier,
+            max_backoff=get_duration(rp.max_backoff),
+            jitter=rp.jitter,
+        ),
+        lease_duration=get_duration(pb.lease_duration),
+        unique_key=pb.unique_key,
+        unique_window=get_duration(pb.unique_window),
+        result_retention=get_duration(pb.result_retention),
+        state=TaskState(pb.state),
+        sequence=pb.sequence,
+        created_at=get_time(pb.created_at),
+        updated_at=get_time(pb.updated_at),
+        attempt=pb.attempt,
+        leased_at=get_time(pb.leased_at) if pb.HasField("leased_at") else None,
+        lease_expires_at=(
+            get_time(pb.lease_expires_at) if pb.HasField("lease_expires_at") else None
+        ),
+        lease_token=pb.lease_token,
+        worker_id=pb.worker_id,
+        cancel_requested=pb.cancel_requested,
+        finished_at=get_time(pb.finished_at) if pb.HasField("finished_at") else None,
+        last_error=(
+            TaskError(
+                type=pb.last_error.type,
+                message=pb.last_error.message,
+                details=pb.last_error.details,
+                attempt=pb.last_error.attempt,
+                failed_at=get_time(pb.last_error.failed_at),
+            )
+            if pb.HasField("last_error")
+            else None
+        ),
+        result=(
+            TaskResult(data=pb.result.data, content_type=pb.result.content_type)
+            if pb.HasField("result")
+            else None
+        ),
+    )
+
+
+def encode_task(task: Task) -> bytes:
+    """Serialize a task record for the store (lease token included)."""
+    return task_to_pb(task, include_lease_token=True).SerializeToString()
+
+
+def decode_task(data: bytes) -> Task:
+    return task_from_pb(task_pb2.Task.FromString(data))

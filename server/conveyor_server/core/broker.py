@@ -1,0 +1,505 @@
+"""The broker: what Enqueue, Lease, ExtendLease, Ack, Fail, Release, Cancel and the timer mean.
+
+Every operation validates its input first (raising InvalidArgument before any
+write), then hands one write function to the store; the returned future
+resolves after the commit that holds the change. Time comes from the injected
+clock and is read once per call, so a whole batch sees one "now".
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from conveyor_server.core import validation
+from conveyor_server.core.clock import Clock
+from conveyor_server.core.errors import (
+    AlreadyExists,
+    ConveyorError,
+    FailedPrecondition,
+    InvalidArgument,
+    LeaseLost,
+    NotFound,
+)
+from conveyor_server.core.ids import new_lease_token, new_task_id
+from conveyor_server.core.model import (
+    Ack,
+    EnqueueOutcome,
+    Extension,
+    Failure,
+    ItemOutcome,
+    LeaseRef,
+    QueueOrder,
+    Task,
+    TaskError,
+    TaskSpec,
+    TaskState,
+    TickOutcome,
+)
+from conveyor_server.core.retry import backoff_delay
+from conveyor_server.core.settings import BrokerSettings
+
+if TYPE_CHECKING:  # the core sees the store only through its protocol
+    from conveyor_server.store.base import Store
+    from conveyor_server.store.tasks import TaskTxn
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class LeaseBatch:
+    """Tasks handed out by one Lease, and tasks found past their deadline on the way."""
+
+    tasks: list[Task] = field(default_factory=list)
+    expired: list[Task] = field(default_factory=list)
+
+
+class Broker:
+    """The task lifecycle over a Store. Thread-compatible: call it from one thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        settings: BrokerSettings | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings or BrokerSettings()
+        self._rng = rng or random.Random()
+        self._round_robin = 0
+
+    # -- producers -----------------------------------------------------------
+
+    def enqueue(self, spec: TaskSpec, *, reject_duplicate: bool = False) -> Future[EnqueueOutcome]:
+        """Create one task (or find its duplicate).
+
+        Raises:
+            InvalidArgument: a field is malformed (raised at once, nothing written).
+        The future may raise AlreadyExists (reject_duplicate) or StoreFull.
+        """
+        now = self.clock.now()
+        validation.check_spec(spec, self.settings, now)
+        return _first(self._enqueue([spec], now, reject_duplicate))
+
+    def enqueue_batch(
+        self, specs: Sequence[TaskSpec], *, reject_duplicate: bool = False
+    ) -> Future[list[EnqueueOutcome]]:
+        """Create many tasks atomically: all are committed together or none is.
+
+        Raises:
+            InvalidArgument: empty, too many, or a malformed task (named "tasks[i].field").
+        """
+        now = self.clock.now()
+        if not specs:
+            raise InvalidArgument("tasks: the batch is empty")
+        if len(specs) > self.settings.max_batch:
+            raise InvalidArgument(
+                f"tasks: {len(specs)} tasks is over the limit of {self.settings.max_batch}"
+            )
+        for index, spec in enumerate(specs):
+            validation.check_spec(spec, self.settings, now, prefix=f"tasks[{index}].")
+        return self._enqueue(list(specs), now, reject_duplicate)
+
+    def _enqueue(
+        self, specs: list[TaskSpec], now: float, reject_duplicate: bool
+    ) -> Future[list[EnqueueOutcome]]:
+        def apply(txn: TaskTxn) -> list[EnqueueOutcome]:
+            outcomes = []
+            for spec in specs:
+                existing = self._find_duplicate(txn, spec, now)
+                if existing is not None:
+                    if reject_duplicate:
+                        raise AlreadyExists(f"task {existing.id!r} already exists")
+                    outcomes.append(EnqueueOutcome(existing, duplicate=True))
+                    continue
+                task = self._new_task(txn, spec, now)
+                txn.put_task(task)
+                if task.unique_key:
+                    txn.put_unique(task.queue, task.unique_key, task.id)
+                outcomes.append(EnqueueOutcome(task, duplicate=False))
+            return outcomes
+
+        return self.store.write(apply)
+
+    def _find_duplicate(self, txn: TaskTxn, spec: TaskSpec, now: float) -> Task | None:
+        if spec.id:
+            existing = txn.get_task(spec.id)
+            if existing is not None:
+                return existing
+        if spec.unique_key:
+            task_id = txn.get_unique(spec.queue, spec.unique_key)
+            if task_id is not None:
+                holder = txn.get_task(task_id)
+                if holder is not None and _holds_unique_key(holder, now):
+                    return holder
+        return None
+
+    def _new_task(self, txn: TaskTxn, spec: TaskSpec, now: float) -> Task:
+        s = self.settings
+        run_at = spec.run_at if spec.run_at is not None else now + (spec.delay or 0.0)
+        return Task(
+            id=spec.id or new_task_id(now),
+            queue=spec.queue,
+            kind=spec.kind,
+            payload=spec.payload,
+            content_type=spec.content_type,
+            headers=dict(spec.headers),
+            priority=spec.priority,
+            run_at=run_at,
+            deadline=spec.deadline,
+            max_attempts=spec.max_attempts or s.default_max_attempts,
+            retry_policy=spec.retry_policy or s.default_retry_policy,
+            lease_duration=spec.lease_duration or s.default_lease_duration,
+            unique_key=spec.unique_key,
+            unique_window=spec.unique_window or 0.0,
+            result_retention=(
+                s.default_result_retention
+                if spec.result_retention is None
+                else spec.result_retention
+            ),
+            state=TaskState.SCHEDULED if run_at > now else TaskState.READY,
+            sequence=txn.next_sequence(),
+            created_at=now,
+            updated_at=now,
+        )
+
+    def get_task(self, task_id: str) -> Task:
+        """The task as stored now.
+
+        Raises:
+            InvalidArgument: empty id.
+            NotFound: no such task (or removed after its retention).
+        """
+        validation.check_task_id(task_id, "task_id", self.settings)
+        task = self.store.read(lambda txn: txn.get_task(task_id))
+        if task is None:
+            raise NotFound(f"task {task_id!r} not found")
+        return task
+
+    def cancel(self, task_id: str) -> Future[Task]:
+        """Cancel a waiting task at once, or ask the worker holding it to stop.
+
+        Raises:
+            InvalidArgument: empty id.
+        The future may raise NotFound or FailedPrecondition (already finished otherwise).
+        """
+        validation.check_task_id(task_id, "task_id", self.settings)
+        now = self.clock.now()
+
+        def apply(txn: TaskTxn) -> Task:
+            task = txn.get_task(task_id)
+            if task is None:
+                raise NotFound(f"task {task_id!r} not found")
+            if task.state is TaskState.CANCELLED or task.cancel_requested:
+                return task
+            if task.state.is_final:
+                raise FailedPrecondition(f"task {task_id!r} already finished as {task.state.name}")
+            if task.state is TaskState.LEASED:
+                task.cancel_requested = True
+                task.updated_at = now
+            else:
+                _finish(task, TaskState.CANCELLED, now)
+            txn.put_task(task)
+            return task
+
+        return self.store.write(apply)
+
+    # -- workers -------------------------------------------------------------
+
+    def lease(
+        self,
+        queues: Sequence[str],
+        max_tasks: int,
+        *,
+        lease_duration: float | None = None,
+        worker_id: str = "",
+        order: QueueOrder = QueueOrder.STRICT,
+    ) -> Future[LeaseBatch]:
+        """Lease up to max_tasks READY tasks from the queues, in the order given.
+
+        Raises:
+            InvalidArgument: no queues, a bad name, a bad duration, too many tasks.
+        """
+        self._check_lease_request(queues, max_tasks, lease_duration, worker_id)
+        now = self.clock.now()
+        ordered = list(queues)
+        if order is QueueOrder.ROUND_ROBIN and len(ordered) > 1:
+            shift = self._round_robin % len(ordered)
+            self._round_robin += 1
+            ordered = ordered[shift:] + ordered[:shift]
+
+        def apply(txn: TaskTxn) -> LeaseBatch:
+            self._promote_scheduled(txn, now, TickOutcome())
+            batch = LeaseBatch()
+            for queue in ordered:
+                while len(batch.tasks) < max_tasks:
+                    ids = txn.ready_task_ids(queue, max_tasks - len(batch.tasks))
+                    if not ids:
+                        break
+                    for task_id in ids:
+                        task = _must_get(txn, task_id)
+                        if task.deadline is not None and task.deadline <= now:
+                            _finish(task, TaskState.EXPIRED, now)
+                            batch.expired.append(task)
+                        else:
+                            self._start_lease(task, now, lease_duration, worker_id)
+                            batch.tasks.append(task)
+                        txn.put_task(task)
+            return batch
+
+        return self.store.write(apply)
+
+    def _check_lease_request(
+        self,
+        queues: Sequence[str],
+        max_tasks: int,
+        lease_duration: float | None,
+        worker_id: str,
+    ) -> None:
+        s = self.settings
+        if not queues:
+            raise InvalidArgument("queues: name at least one queue")
+        if len(queues) > s.max_queues_per_lease:
+            raise InvalidArgument(f"queues: more than {s.max_queues_per_lease} queues")
+        for index, queue in enumerate(queues):
+            validation.check_name(queue, f"queues[{index}]", s)
+        if not 1 <= max_tasks <= s.max_batch:
+            raise InvalidArgument(f"max_tasks: must be between 1 and {s.max_batch}")
+        validation.check_lease_duration(lease_duration, "lease_duration", s)
+        validation.check_text(worker_id, "worker_id", s.max_worker_id_length)
+
+    def _start_lease(
+        self, task: Task, now: float, lease_duration: float | None, worker_id: str
+    ) -> None:
+        task.state = TaskState.LEASED
+        task.attempt += 1
+        task.leased_at = now
+        task.lease_expires_at = now + (lease_duration or task.lease_duration)
+        task.lease_token = new_lease_token()
+        task.worker_id = worker_id
+        task.updated_at = now
+
+    def extend(self, extensions: Sequence[Extension]) -> Future[list[ItemOutcome]]:
+        """Heartbeat: push each lease's expiry to now + its duration."""
+        now = self.clock.now()
+
+        def extend_one(task: Task, item: Extension) -> None:
+            validation.check_lease_duration(item.lease_duration, "lease_duration", self.settings)
+            task.lease_expires_at = now + (item.lease_duration or task.lease_duration)
+            task.updated_at = now
+
+        return self._per_lease(extensions, now, extend_one)
+
+    def ack(self, acks: Sequence[Ack]) -> Future[list[ItemOutcome]]:
+        """Finish leased tasks as SUCCEEDED with their results."""
+        now = self.clock.now()
+        limit = self.settings.max_payload_bytes
+
+        def ack_one(task: Task, item: Ack) -> None:
+            if len(item.result.data) > limit:
+                raise InvalidArgument(
+                    f"result: {len(item.result.data)} bytes is over the limit of {limit} bytes"
+                )
+            validation.check_text(item.result.content_type, "result.content_type", 128)
+            task.result = item.result
+            _finish(task, TaskState.SUCCEEDED, now)
+
+        return self._per_lease(acks, now, ack_one)
+
+    def fail(self, failures: Sequence[Failure]) -> Future[list[ItemOutcome]]:
+        """Record failed attempts: retry with backoff, or DEAD, or CANCELLED if asked to stop."""
+        now = self.clock.now()
+        s = self.settings
+
+        def fail_one(task: Task, item: Failure) -> None:
+            validation.check_text(item.error_type, "error.type", 256)
+            validation.check_text(item.error_message, "error.message", s.max_error_text)
+            validation.check_text(item.error_details, "error.details", s.max_error_text)
+            validation.check_duration(item.retry_delay, "retry_delay")
+            task.last_error = TaskError(
+                type=item.error_type or "Error",
+                message=item.error_message,
+                details=item.error_details,
+                attempt=task.attempt,
+                failed_at=now,
+            )
+            if task.cancel_requested:
+                _finish(task, TaskState.CANCELLED, now)
+            elif not item.is_retryable or task.attempt >= task.max_attempts:
+                _finish(task, TaskState.DEAD, now)
+            else:
+                delay = item.retry_delay
+                if delay is None:
+                    delay = backoff_delay(task.retry_policy, task.attempt, self._rng)
+                _requeue(task, now + delay, now)
+
+        return self._per_lease(failures, now, fail_one)
+
+    def release(self, leases: Sequence[LeaseRef]) -> Future[list[ItemOutcome]]:
+        """Give leases back without using an attempt (READY at once, or CANCELLED if asked)."""
+        now = self.clock.now()
+
+        def release_one(task: Task, item: LeaseRef) -> None:
+            task.attempt -= 1
+            if task.cancel_requested:
+                _finish(task, TaskState.CANCELLED, now)
+            else:
+                _requeue(task, task.run_at, now)
+
+        return self._per_lease(leases, now, release_one)
+
+    def _per_lease(
+        self, items: Sequence[T], now: float, change: Callable[[Task, T], None]
+    ) -> Future[list[ItemOutcome]]:
+        """Apply `change` to each item's task if its lease is current; one outcome per item."""
+        if not items:
+            raise InvalidArgument("the request names no leases")
+        if len(items) > self.settings.max_batch:
+            raise InvalidArgument(f"more than {self.settings.max_batch} items in one call")
+
+        def apply(txn: TaskTxn) -> list[ItemOutcome]:
+            outcomes = []
+            for item in items:
+                ref: LeaseRef = item if isinstance(item, LeaseRef) else item.lease  # type: ignore[attr-defined]
+                try:
+                    task = _current_lease(txn, ref, now)
+                    change(task, item)
+                except ConveyorError as exc:
+                    outcomes.append(ItemOutcome(ref.task_id, error=exc))
+                    continue
+                txn.put_task(task)
+                outcomes.append(ItemOutcome(ref.task_id, task=task))
+            return outcomes
+
+        return self.store.write(apply)
+
+    # -- the timer -----------------------------------------------------------
+
+    def next_due_time(self) -> float | None:
+        """When tick() next has something to do (a delay, a lease, a deadline, a retention)."""
+        return self.store.read(lambda txn: txn.next_due_time())
+
+    def tick(self) -> Future[TickOutcome]:
+        """Apply everything due by now, at most settings.tick_batch of each kind."""
+        now = self.clock.now()
+        limit = self.settings.tick_batch
+
+        def apply(txn: TaskTxn) -> TickOutcome:
+            out = TickOutcome()
+            for task_id in _due(txn, "deadlines", now, limit, out):
+                task = _must_get(txn, task_id)
+                if task.state in (TaskState.SCHEDULED, TaskState.READY):
+                    _finish(task, TaskState.EXPIRED, now)
+                    txn.put_task(task)
+                    out.finished.append(task)
+            self._promote_scheduled(txn, now, out)
+            for task_id in _due(txn, "leases", now, limit, out):
+                self._expire_lease(txn, _must_get(txn, task_id), now, out)
+            for task_id in _due(txn, "retention", now, limit, out):
+                task = _must_get(txn, task_id)
+                if task.unique_key and txn.get_unique(task.queue, task.unique_key) == task.id:
+                    txn.delete_unique(task.queue, task.unique_key)
+                txn.delete_task(task)
+                out.removed += 1
+            return out
+
+        return self.store.write(apply)
+
+    def _promote_scheduled(self, txn: TaskTxn, now: float, out: TickOutcome) -> None:
+        for task_id in _due(txn, "scheduled", now, self.settings.tick_batch, out):
+            task = _must_get(txn, task_id)
+            task.state = TaskState.READY
+            task.updated_at = now
+            txn.put_task(task)
+            out.ready_queues.add(task.queue)
+
+    def _expire_lease(self, txn: TaskTxn, task: Task, now: float, out: TickOutcome) -> None:
+        task.last_error = TaskError(
+            type="LeaseExpired",
+            message="lease expired",
+            details=f"worker {task.worker_id!r} did not ack, fail or extend in time",
+            attempt=task.attempt,
+            failed_at=now,
+        )
+        if task.cancel_requested:
+            _finish(task, TaskState.CANCELLED, now)
+        elif task.attempt >= task.max_attempts:
+            _finish(task, TaskState.DEAD, now)
+        else:
+            _requeue(task, task.run_at, now)
+            out.ready_queues.add(task.queue)
+        if task.state.is_final:
+            out.finished.append(task)
+        txn.put_task(task)
+
+
+def _holds_unique_key(task: Task, now: float) -> bool:
+    if task.unique_window > 0:
+        return now < task.created_at + task.unique_window
+    return not task.state.is_final
+
+
+def _must_get(txn: TaskTxn, task_id: str) -> Task:
+    task = txn.get_task(task_id)
+    if task is None:  # an index entry without its record: the store is damaged
+        raise RuntimeError(f"index refers to missing task {task_id!r}")
+    return task
+
+
+def _due(txn: TaskTxn, index: str, now: float, limit: int, out: TickOutcome) -> list[str]:
+    ids = txn.due_task_ids(index, now, limit)
+    if len(ids) >= limit:
+        out.is_more_due = True
+    return ids
+
+
+def _current_lease(txn: TaskTxn, ref: LeaseRef, now: float) -> Task:
+    task = txn.get_task(ref.task_id)
+    if task is None:
+        raise NotFound(f"task {ref.task_id!r} not found")
+    if task.state is not TaskState.LEASED or task.lease_token != ref.lease_token:
+        raise LeaseLost(
+            f"task {ref.task_id!r}: this lease is no longer held "
+            f"(task is {task.state.name}, attempt {task.attempt})"
+        )
+    if task.lease_expires_at is not None and now >= task.lease_expires_at:
+        raise LeaseLost(f"task {ref.task_id!r}: the lease expired")
+    return task
+
+
+def _clear_lease(task: Task) -> None:
+    task.lease_expires_at = None
+    task.lease_token = ""
+
+
+def _finish(task: Task, state: TaskState, now: float) -> None:
+    task.state = state
+    task.finished_at = now
+    task.updated_at = now
+    _clear_lease(task)
+
+
+def _requeue(task: Task, run_at: float, now: float) -> None:
+    _clear_lease(task)
+    task.run_at = run_at
+    task.state = TaskState.SCHEDULED if run_at > now else TaskState.READY
+    task.updated_at = now
+
+
+def _first(future: Future[list[T]]) -> Future[T]:
+    out: Future[T] = Future()
+
+    def copy(done: Future[list[T]]) -> None:
+        exc = done.exception()
+        if exc is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(done.result()[0])
+
+    future.add_done_callback(copy)
+    return out

@@ -1,0 +1,111 @@
+"""Request validation: every bad field becomes InvalidArgument with a message naming it."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from conveyor_server.core.errors import InvalidArgument
+from conveyor_server.core.model import RetryPolicy, TaskSpec
+from conveyor_server.core.settings import BrokerSettings
+
+_NAME = re.compile(r"[A-Za-z0-9_.:/\-]+")
+_TASK_ID = re.compile(r"[A-Za-z0-9_.:@/+=\-]+")
+
+
+def check_name(value: str, field: str, settings: BrokerSettings) -> None:
+    """Queue and kind names: 1..max_name_length characters of [A-Za-z0-9_.:/-]."""
+    if not value:
+        raise InvalidArgument(f"{field}: must not be empty")
+    if len(value) > settings.max_name_length:
+        raise InvalidArgument(f"{field}: longer than {settings.max_name_length} characters")
+    if not _NAME.fullmatch(value):
+        raise InvalidArgument(f"{field}: {value!r} may only use letters, digits and _ . : / -")
+
+
+def check_task_id(value: str, field: str, settings: BrokerSettings) -> None:
+    """Task ids: 1..max_name_length characters of [A-Za-z0-9_.:@/+=-]."""
+    if not value:
+        raise InvalidArgument(f"{field}: must not be empty")
+    if len(value) > settings.max_name_length or not _TASK_ID.fullmatch(value):
+        raise InvalidArgument(
+            f"{field}: {value[:40]!r} must be 1-{settings.max_name_length} characters "
+            "of letters, digits and _ . : @ / + = -"
+        )
+
+
+def check_duration(value: float | None, field: str, *, maximum: float | None = None) -> None:
+    """Durations are finite and not negative (and not over `maximum` when given)."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgument(f"{field}: must not be negative")
+    if maximum is not None and value > maximum:
+        raise InvalidArgument(f"{field}: must be at most {maximum:g} seconds")
+
+
+def check_text(value: str, field: str, limit: int) -> None:
+    if len(value.encode()) > limit:
+        raise InvalidArgument(f"{field}: longer than {limit} bytes")
+
+
+def check_retry_policy(policy: RetryPolicy, field: str) -> None:
+    check_duration(policy.initial_backoff, f"{field}.initial_backoff")
+    check_duration(policy.max_backoff, f"{field}.max_backoff")
+    if not math.isfinite(policy.multiplier) or policy.multiplier < 1 or policy.multiplier > 100:
+        raise InvalidArgument(f"{field}.multiplier: must be between 1 and 100")
+    if not 0 <= policy.jitter <= 1:
+        raise InvalidArgument(f"{field}.jitter: must be between 0 and 1")
+    if policy.max_backoff < policy.initial_backoff:
+        raise InvalidArgument(f"{field}.max_backoff: must not be less than initial_backoff")
+
+
+def check_spec(spec: TaskSpec, settings: BrokerSettings, now: float, prefix: str = "") -> None:
+    """Check one TaskSpec; `prefix` names it inside a batch ("tasks[3].")."""
+    check_name(spec.queue, f"{prefix}queue", settings)
+    check_name(spec.kind, f"{prefix}kind", settings)
+    if spec.id:
+        check_task_id(spec.id, f"{prefix}id", settings)
+    if len(spec.payload) > settings.max_payload_bytes:
+        raise InvalidArgument(
+            f"{prefix}payload: {len(spec.payload)} bytes is over the limit of "
+            f"{settings.max_payload_bytes} bytes"
+        )
+    check_text(spec.content_type, f"{prefix}content_type", settings.max_name_length)
+    _check_headers(spec.headers, f"{prefix}headers", settings)
+    if not settings.min_priority <= spec.priority <= settings.max_priority:
+        raise InvalidArgument(
+            f"{prefix}priority: {spec.priority} is outside "
+            f"[{settings.min_priority}, {settings.max_priority}]"
+        )
+    if spec.run_at is not None and spec.delay is not None:
+        raise InvalidArgument(f"{prefix}run_at and {prefix}delay: set at most one")
+    check_duration(spec.delay, f"{prefix}delay")
+    if spec.deadline is not None and spec.deadline <= now:
+        raise InvalidArgument(f"{prefix}deadline: must be in the future")
+    if spec.max_attempts is not None and not 1 <= spec.max_attempts <= settings.max_attempts_limit:
+        raise InvalidArgument(
+            f"{prefix}max_attempts: must be between 1 and {settings.max_attempts_limit}"
+        )
+    if spec.retry_policy is not None:
+        check_retry_policy(spec.retry_policy, f"{prefix}retry_policy")
+    check_lease_duration(spec.lease_duration, f"{prefix}lease_duration", settings)
+    check_text(spec.unique_key, f"{prefix}unique_key", settings.max_name_length * 2)
+    check_duration(spec.unique_window, f"{prefix}unique_window")
+    check_duration(spec.result_retention, f"{prefix}result_retention")
+
+
+def check_lease_duration(value: float | None, field: str, settings: BrokerSettings) -> None:
+    check_duration(value, field, maximum=settings.max_lease_duration)
+    if value is not None and value < settings.min_lease_duration:
+        raise InvalidArgument(f"{field}: must be at least {settings.min_lease_duration:g} seconds")
+
+
+def _check_headers(headers: dict[str, str], field: str, settings: BrokerSettings) -> None:
+    if len(headers) > settings.max_headers:
+        raise InvalidArgument(f"{field}: more than {settings.max_headers} entries")
+    for key, value in headers.items():
+        if not key:
+            raise InvalidArgument(f"{field}: empty header name")
+        check_text(key, f"{field}[{key[:40]!r}]", settings.max_name_length)
+        check_text(value, f"{field}[{key[:40]!r}]", settings.max_error_text)

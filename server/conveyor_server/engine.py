@@ -1,0 +1,225 @@
+"""The async face of the broker: core operations on the store writer, waiters, the timer.
+
+The RPC layer calls one Engine method per RPC. The engine owns the
+consequences every write has outside the store: a READY task wakes parked
+Lease calls, a final task wakes parked GetResult calls, a new due time pokes
+the timer, and a notable outcome is logged once with the task id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+
+from conveyor_server.core.broker import Broker, LeaseBatch
+from conveyor_server.core.errors import ShuttingDown
+from conveyor_server.core.model import (
+    Ack,
+    EnqueueOutcome,
+    Extension,
+    Failure,
+    ItemOutcome,
+    LeaseRef,
+    QueueOrder,
+    Task,
+    TaskSpec,
+    TaskState,
+    TickOutcome,
+)
+from conveyor_server.timer import TaskTimer
+from conveyor_server.waiters import Waiters
+
+log = logging.getLogger("conveyor.tasks")
+
+
+def _due_time(task: Task) -> float | None:
+    """The earliest time the timer must look at this task again."""
+    state = task.state
+    if state is TaskState.SCHEDULED:
+        due: float | None = task.run_at
+    elif state is TaskState.LEASED:
+        due = task.lease_expires_at
+    elif state.is_final:
+        return task.remove_at
+    else:
+        due = None
+    if task.deadline is not None and state in (TaskState.SCHEDULED, TaskState.READY):
+        due = task.deadline if due is None else min(due, task.deadline)
+    return due
+
+
+class Engine:
+    def __init__(self, broker: Broker, max_waiters: int = 10_000) -> None:
+        self.broker = broker
+        self.settings = broker.settings
+        self.waiters = Waiters(max_waiters)
+        self.timer = TaskTimer(broker, self._after_tick)
+        self.is_stopping = False
+
+    async def start(self) -> None:
+        self.timer.start()
+
+    async def stop(self) -> None:
+        """Refuse new work, answer every parked long poll, stop the timer."""
+        self.is_stopping = True
+        self.waiters.release_all()
+        await self.timer.stop()
+
+    # -- producers -----------------------------------------------------------
+
+    async def enqueue(self, spec: TaskSpec, reject_duplicate: bool) -> EnqueueOutcome:
+        outcome = await asyncio.wrap_future(
+            self.broker.enqueue(spec, reject_duplicate=reject_duplicate)
+        )
+        self._after_write([outcome.task])
+        return outcome
+
+    async def enqueue_batch(
+        self, specs: Sequence[TaskSpec], reject_duplicate: bool
+    ) -> list[EnqueueOutcome]:
+        outcomes = await asyncio.wrap_future(
+            self.broker.enqueue_batch(specs, reject_duplicate=reject_duplicate)
+        )
+        self._after_write([o.task for o in outcomes if not o.duplicate])
+        return outcomes
+
+    def get_task(self, task_id: str) -> Task:
+        return self.broker.get_task(task_id)
+
+    async def get_result(self, task_id: str, wait: float) -> Task:
+        """The task once final, or as it is when the (bounded) wait ends."""
+        wait = min(wait, self.settings.max_wait)
+        if wait <= 0 or self.is_stopping:
+            return self.broker.get_task(task_id)
+        finished = self.waiters.for_task(task_id)
+        try:
+            task = self.broker.get_task(task_id)
+            if task.state.is_final:
+                return task
+            try:
+                final = await asyncio.wait_for(asyncio.shield(finished), wait)
+            except TimeoutError:
+                final = None
+            return final if final is not None else self.broker.get_task(task_id)
+        finally:
+            finished.cancel()
+
+    async def cancel(self, task_id: str) -> Task:
+        task = await asyncio.wrap_future(self.broker.cancel(task_id))
+        self._after_write([task])
+        return task
+
+    # -- workers -------------------------------------------------------------
+
+    async def lease(
+        self,
+        queues: Sequence[str],
+        max_tasks: int,
+        lease_duration: float | None,
+        worker_id: str,
+        order: QueueOrder,
+        wait: float,
+    ) -> list[Task]:
+        """Lease now, or park until a queue gets a READY task or the (bounded) wait ends."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + min(max(wait, 0.0), self.settings.max_wait)
+        while True:
+            if self.is_stopping:
+                raise ShuttingDown("the broker is shutting down")
+            remaining = give_up_at - loop.time()
+            # Registered before looking, so a task committed in between still wakes us.
+            ready = self.waiters.for_queues(queues) if remaining > 0 else None
+            try:
+                batch = await asyncio.wrap_future(
+                    self.broker.lease(
+                        queues,
+                        max_tasks,
+                        lease_duration=lease_duration,
+                        worker_id=worker_id,
+                        order=order,
+                    )
+                )
+                self._after_lease(batch)
+                if batch.tasks or ready is None:
+                    return batch.tasks
+                try:
+                    await asyncio.wait_for(asyncio.shield(ready), give_up_at - loop.time())
+                except TimeoutError:
+                    return []
+            finally:
+                if ready is not None:
+                    ready.cancel()
+
+    async def extend(self, extensions: Sequence[Extension]) -> list[ItemOutcome]:
+        outcomes = await asyncio.wrap_future(self.broker.extend(extensions))
+        self._after_items(outcomes)
+        return outcomes
+
+    async def ack(self, acks: Sequence[Ack]) -> list[ItemOutcome]:
+        outcomes = await asyncio.wrap_future(self.broker.ack(acks))
+        self._after_items(outcomes)
+        return outcomes
+
+    async def fail(self, failures: Sequence[Failure]) -> list[ItemOutcome]:
+        outcomes = await asyncio.wrap_future(self.broker.fail(failures))
+        self._after_items(outcomes)
+        return outcomes
+
+    async def release(self, leases: Sequence[LeaseRef]) -> list[ItemOutcome]:
+        outcomes = await asyncio.wrap_future(self.broker.release(leases))
+        self._after_items(outcomes)
+        return outcomes
+
+    # -- consequences of writes ----------------------------------------------
+
+    def _after_items(self, outcomes: Iterable[ItemOutcome]) -> None:
+        self._after_write([o.task for o in outcomes if o.task is not None])
+
+    def _after_lease(self, batch: LeaseBatch) -> None:
+        if batch.tasks:
+            self.timer.poke(min(t.lease_expires_at or 0.0 for t in batch.tasks))
+        if batch.expired:
+            self._after_write(batch.expired)
+
+    def _after_write(self, tasks: Sequence[Task]) -> None:
+        ready: set[str] = set()
+        finished: list[Task] = []
+        earliest: float | None = None
+        for task in tasks:
+            if task.state is TaskState.READY:
+                ready.add(task.queue)
+            elif task.state.is_final:
+                finished.append(task)
+                if task.state is not TaskState.SUCCEEDED:
+                    _log_final(task)
+            due = _due_time(task)
+            if due is not None and (earliest is None or due < earliest):
+                earliest = due
+        if ready:
+            self.waiters.notify_queues(ready)
+        if finished:
+            self.waiters.notify_finished(finished)
+        self.timer.poke(earliest)
+
+    def _after_tick(self, outcome: TickOutcome) -> None:
+        if outcome.ready_queues:
+            self.waiters.notify_queues(outcome.ready_queues)
+        if outcome.finished:
+            self.waiters.notify_finished(outcome.finished)
+            for task in outcome.finished:
+                _log_final(task)
+
+
+def _log_final(task: Task) -> None:
+    error = task.last_error
+    reason = f": {error.type}: {error.message}" if error is not None else ""
+    log.info(
+        "task %s (%s/%s) ended %s after %d attempt(s)%s",
+        task.id,
+        task.queue,
+        task.kind,
+        task.state.name,
+        task.attempt,
+        reason,
+    )

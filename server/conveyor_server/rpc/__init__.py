@@ -1,0 +1,1 @@
+"""gRPC servicers: request -> one engine call -> response. No business logic."""

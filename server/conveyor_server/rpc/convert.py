@@ -1,0 +1,162 @@
+"""Protobuf request/response messages <-> core model (Task itself is in codec.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from conveyor.v1 import task_pb2, task_service_pb2, worker_service_pb2
+from conveyor_server.codec import get_duration, get_time, set_time, task_to_pb
+from conveyor_server.core.errors import ConveyorError, InvalidArgument
+from conveyor_server.core.model import (
+    Ack,
+    EnqueueOutcome,
+    Extension,
+    Failure,
+    ItemOutcome,
+    LeaseRef,
+    QueueOrder,
+    RetryPolicy,
+    Task,
+    TaskResult,
+    TaskSpec,
+)
+from conveyor_server.rpc.errors import status_for
+
+DEFAULT_QUEUE = "default"
+
+
+def optional_duration(message: object, field: str) -> float | None:
+    """Seconds of a Duration field, or None when the field is absent."""
+    return get_duration(getattr(message, field)) if message.HasField(field) else None  # type: ignore[attr-defined]
+
+
+def spec_from_pb(pb: task_pb2.TaskSpec) -> TaskSpec:
+    retry = None
+    if pb.HasField("retry_policy"):
+        rp = pb.retry_policy
+        defaults = RetryPolicy()
+        retry = RetryPolicy(
+            initial_backoff=(
+                get_duration(rp.initial_backoff)
+                if rp.HasField("initial_backoff")
+                else defaults.initial_backoff
+            ),
+            multiplier=rp.multiplier or defaults.multiplier,
+            max_backoff=(
+                get_duration(rp.max_backoff) if rp.HasField("max_backoff") else defaults.max_backoff
+            ),
+            jitter=rp.jitter,
+        )
+    return TaskSpec(
+        kind=pb.kind,
+        queue=pb.queue or DEFAULT_QUEUE,
+        payload=pb.payload,
+        content_type=pb.content_type,
+        headers=dict(pb.headers),
+        priority=pb.priority,
+        id=pb.id,
+        run_at=get_time(pb.run_at) if pb.HasField("run_at") else None,
+        delay=optional_duration(pb, "delay"),
+        deadline=get_time(pb.deadline) if pb.HasField("deadline") else None,
+        max_attempts=pb.max_attempts or None,
+        retry_policy=retry,
+        lease_duration=optional_duration(pb, "lease_duration"),
+        unique_key=pb.unique_key,
+        unique_window=optional_duration(pb, "unique_window"),
+        result_retention=optional_duration(pb, "result_retention"),
+    )
+
+
+def wait_seconds(message: object) -> float:
+    """The `wait` of a long-poll request; absent means 0."""
+    wait = get_duration(message.wait)  # type: ignore[attr-defined]
+    if wait < 0:
+        raise InvalidArgument("wait: must not be negative")
+    return wait
+
+
+def enqueue_response(outcome: EnqueueOutcome) -> task_service_pb2.EnqueueResponse:
+    return task_service_pb2.EnqueueResponse(
+        task=task_to_pb(outcome.task), duplicate=outcome.duplicate
+    )
+
+
+def queue_order_from_pb(value: int) -> QueueOrder:
+    if value == worker_service_pb2.QUEUE_ORDER_UNSPECIFIED:
+        return QueueOrder.STRICT
+    try:
+        return QueueOrder(value)
+    except ValueError:
+        raise InvalidArgument(f"queue_order: unknown value {value}") from None
+
+
+def lease_ref_from_pb(pb: worker_service_pb2.LeaseRef) -> LeaseRef:
+    return LeaseRef(task_id=pb.task_id, lease_token=pb.lease_token)
+
+
+def extensions_from_pb(pb: worker_service_pb2.ExtendLeaseRequest) -> list[Extension]:
+    return [
+        Extension(lease_ref_from_pb(e.lease), optional_duration(e, "lease_duration"))
+        for e in pb.leases
+    ]
+
+
+def acks_from_pb(pb: worker_service_pb2.AckRequest) -> list[Ack]:
+    return [
+        Ack(
+            lease_ref_from_pb(a.lease),
+            TaskResult(data=a.result.data, content_type=a.result.content_type),
+        )
+        for a in pb.acks
+    ]
+
+
+def failures_from_pb(pb: worker_service_pb2.FailRequest) -> list[Failure]:
+    return [
+        Failure(
+            lease=lease_ref_from_pb(f.lease),
+            error_type=f.error.type,
+            error_message=f.error.message,
+            error_details=f.error.details,
+            is_retryable=f.retryable if f.HasField("retryable") else True,
+            retry_delay=optional_duration(f, "retry_delay"),
+        )
+        for f in pb.failures
+    ]
+
+
+def leased_task_to_pb(task: Task) -> task_pb2.Task:
+    return task_to_pb(task, include_lease_token=True)
+
+
+def item_outcomes_to_pb(outcomes: Sequence[ItemOutcome]) -> list[worker_service_pb2.ItemOutcome]:
+    """One ItemOutcome per item; a lone failed item becomes the call's own status."""
+    if len(outcomes) == 1 and outcomes[0].error is not None:
+        raise outcomes[0].error
+    return [_item_outcome(o) for o in outcomes]
+
+
+def _item_outcome(outcome: ItemOutcome) -> worker_service_pb2.ItemOutcome:
+    if outcome.error is None:
+        return worker_service_pb2.ItemOutcome(task_id=outcome.task_id)
+    error = outcome.error
+    code = status_for(error)[0] if isinstance(error, ConveyorError) else None
+    return worker_service_pb2.ItemOutcome(
+        task_id=outcome.task_id,
+        code=code.value[0] if code is not None else 13,
+        message=str(error),
+    )
+
+
+def extend_results_to_pb(
+    outcomes: Sequence[ItemOutcome],
+) -> list[worker_service_pb2.LeaseExtensionResult]:
+    results = []
+    for pb_outcome, outcome in zip(item_outcomes_to_pb(outcomes), outcomes, strict=True):
+        result = worker_service_pb2.LeaseExtensionResult(outcome=pb_outcome)
+        task = outcome.task
+        if task is not None and task.lease_expires_at is not None:
+            set_time(result.lease_expires_at, task.lease_expires_at)
+            result.cancel_requested = task.cancel_requested
+        results.append(result)
+    return results

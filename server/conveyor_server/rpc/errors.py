@@ -1,0 +1,77 @@
+"""Core error -> gRPC status: the one table, applied by one interceptor.
+
+The interceptor also refuses new RPCs with UNAVAILABLE once shutdown began
+(health and reflection stay answerable) and turns anything unexpected into
+INTERNAL, logged once with its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from conveyor_server.core import errors
+
+log = logging.getLogger(__name__)
+
+#: First match wins (subclasses before their bases).
+STATUS_TABLE: tuple[tuple[type[errors.ConveyorError], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.LeaseLost, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.ShuttingDown, grpc.StatusCode.UNAVAILABLE),
+)
+
+_ALWAYS_SERVED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def status_for(error: errors.ConveyorError) -> tuple[grpc.StatusCode, str]:
+    for error_type, code in STATUS_TABLE:
+        if isinstance(error, error_type):
+            return code, str(error)
+    return grpc.StatusCode.INTERNAL, str(error)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps core errors to statuses for every unary RPC; refuses work while stopping."""
+
+    def __init__(self, is_stopping: Callable[[], bool]) -> None:
+        self._is_stopping = is_stopping
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or method.startswith(_ALWAYS_SERVED):
+            return handler
+        inner = handler.unary_unary
+        is_stopping = self._is_stopping
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if is_stopping():
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
+            try:
+                return await inner(request, context)
+            except errors.ConveyorError as exc:
+                code, message = status_for(exc)
+                await context.abort(code, message)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                log.exception("internal error in %s", method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see broker log")
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,106 @@
+"""TaskService and WorkerService servicers: convert, make one engine call, convert back."""
+
+from __future__ import annotations
+
+import grpc
+
+from conveyor.v1 import (
+    task_service_pb2,
+    task_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
+from conveyor_server.codec import task_to_pb
+from conveyor_server.engine import Engine
+from conveyor_server.rpc import convert
+
+_Ctx = grpc.aio.ServicerContext
+
+
+class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def Enqueue(
+        self, request: task_service_pb2.EnqueueRequest, context: _Ctx
+    ) -> task_service_pb2.EnqueueResponse:
+        outcome = await self._engine.enqueue(
+            convert.spec_from_pb(request.task), request.reject_duplicate
+        )
+        return convert.enqueue_response(outcome)
+
+    async def EnqueueBatch(
+        self, request: task_service_pb2.EnqueueBatchRequest, context: _Ctx
+    ) -> task_service_pb2.EnqueueBatchResponse:
+        outcomes = await self._engine.enqueue_batch(
+            [convert.spec_from_pb(spec) for spec in request.tasks], request.reject_duplicate
+        )
+        return task_service_pb2.EnqueueBatchResponse(
+            results=[convert.enqueue_response(o) for o in outcomes]
+        )
+
+    async def GetTask(
+        self, request: task_service_pb2.GetTaskRequest, context: _Ctx
+    ) -> task_service_pb2.GetTaskResponse:
+        return task_service_pb2.GetTaskResponse(
+            task=task_to_pb(self._engine.get_task(request.task_id))
+        )
+
+    async def GetResult(
+        self, request: task_service_pb2.GetResultRequest, context: _Ctx
+    ) -> task_service_pb2.GetResultResponse:
+        task = await self._engine.get_result(request.task_id, convert.wait_seconds(request))
+        return task_service_pb2.GetResultResponse(
+            task=task_to_pb(task), is_final=task.state.is_final
+        )
+
+    async def CancelTask(
+        self, request: task_service_pb2.CancelTaskRequest, context: _Ctx
+    ) -> task_service_pb2.CancelTaskResponse:
+        task = await self._engine.cancel(request.task_id)
+        return task_service_pb2.CancelTaskResponse(task=task_to_pb(task))
+
+
+class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def Lease(
+        self, request: worker_service_pb2.LeaseRequest, context: _Ctx
+    ) -> worker_service_pb2.LeaseResponse:
+        tasks = await self._engine.lease(
+            list(request.queues),
+            request.max_tasks or 1,
+            convert.optional_duration(request, "lease_duration"),
+            request.worker_id,
+            convert.queue_order_from_pb(request.queue_order),
+            convert.wait_seconds(request),
+        )
+        return worker_service_pb2.LeaseResponse(tasks=[convert.leased_task_to_pb(t) for t in tasks])
+
+    async def ExtendLease(
+        self, request: worker_service_pb2.ExtendLeaseRequest, context: _Ctx
+    ) -> worker_service_pb2.ExtendLeaseResponse:
+        outcomes = await self._engine.extend(convert.extensions_from_pb(request))
+        return worker_service_pb2.ExtendLeaseResponse(
+            results=convert.extend_results_to_pb(outcomes)
+        )
+
+    async def Ack(
+        self, request: worker_service_pb2.AckRequest, context: _Ctx
+    ) -> worker_service_pb2.AckResponse:
+        outcomes = await self._engine.ack(convert.acks_from_pb(request))
+        return worker_service_pb2.AckResponse(outcomes=convert.item_outcomes_to_pb(outcomes))
+
+    async def Fail(
+        self, request: worker_service_pb2.FailRequest, context: _Ctx
+    ) -> worker_service_pb2.FailResponse:
+        outcomes = await self._engine.fail(convert.failures_from_pb(request))
+        return worker_service_pb2.FailResponse(outcomes=convert.item_outcomes_to_pb(outcomes))
+
+    async def Release(
+        self, request: worker_service_pb2.ReleaseRequest, context: _Ctx
+    ) -> worker_service_pb2.ReleaseResponse:
+        leases = [convert.lease_ref_from_pb(ref) for ref in request.leases]
+        outcomes = await self._engine.release(leases)
+        return worker_service_pb2.ReleaseResponse(outcomes=convert.item_outcomes_to_pb(outcomes))

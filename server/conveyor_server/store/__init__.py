@@ -1,0 +1,1 @@
+"""Stores: where tasks persist. The only package that touches LMDB."""

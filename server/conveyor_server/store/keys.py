@@ -1,0 +1,79 @@
+"""Index key layout: fixed-width big-endian fields, so byte order is time/priority order.
+
+tasks      id                                              -> Task record (protobuf)
+ready      queue 0x00 | 0x7fffffff-priority u32 | run_at_us u64 | sequence u64 -> id
+scheduled  run_at_us u64 | sequence u64                    -> id
+leases     lease_expires_at_us u64 | id                    -> b""
+deadlines  deadline_us u64 | id                            -> b""   (SCHEDULED/READY only)
+retention  remove_at_us u64 | id                           -> b""   (final tasks)
+unique     queue 0x00 | unique_key                         -> id
+meta       b"schema_version" -> u32, b"sequence" -> u64
+"""
+
+from __future__ import annotations
+
+import struct
+
+from conveyor_server.core.model import Task, TaskState
+
+_U64 = struct.Struct(">Q")
+_READY = struct.Struct(">IQQ")
+_SCHEDULED = struct.Struct(">QQ")
+_PRIORITY_BIAS = 0x7FFFFFFF
+
+
+def micros(seconds: float) -> int:
+    return max(round(seconds * 1_000_000), 0)
+
+
+def time_key(seconds: float, suffix: bytes = b"") -> bytes:
+    return _U64.pack(micros(seconds)) + suffix
+
+
+def key_time(key: bytes) -> float:
+    return _U64.unpack_from(key)[0] / 1_000_000
+
+
+def queue_prefix(queue: str) -> bytes:
+    return queue.encode() + b"\x00"
+
+
+def ready_key(task: Task) -> bytes:
+    return queue_prefix(task.queue) + _READY.pack(
+        _PRIORITY_BIAS - task.priority, micros(task.run_at), task.sequence
+    )
+
+
+def scheduled_key(task: Task) -> bytes:
+    return _SCHEDULED.pack(micros(task.run_at), task.sequence)
+
+
+def unique_key(queue: str, key: str) -> bytes:
+    return queue_prefix(queue) + key.encode()
+
+
+def index_entries(task: Task) -> set[tuple[str, bytes, bytes]]:
+    """The (database, key, value) index entries a task in its current state owns."""
+    tid = task.id.encode()
+    state = task.state
+    entries: set[tuple[str, bytes, bytes]] = set()
+    if state is TaskState.READY:
+        entries.add(("ready", ready_key(task), tid))
+    elif state is TaskState.SCHEDULED:
+        entries.add(("scheduled", scheduled_key(task), tid))
+    elif state is TaskState.LEASED and task.lease_expires_at is not None:
+        entries.add(("leases", time_key(task.lease_expires_at, tid), b""))
+    if task.deadline is not None and state in (TaskState.SCHEDULED, TaskState.READY):
+        entries.add(("deadlines", time_key(task.deadline, tid), b""))
+    remove_at = task.remove_at
+    if remove_at is not None:
+        entries.add(("retention", time_key(remove_at, tid), b""))
+    return entries
+
+
+def pack_u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def unpack_u64(data: bytes) -> int:
+    return _U64.unpack(data)[0]

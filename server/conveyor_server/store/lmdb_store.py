@@ -1,0 +1,276 @@
+"""LMDB store: named databases, schema version, map growth, one writer thread with group commit.
+
+Durability promise: `write()` futures resolve only after the LMDB transaction
+holding the change is committed. In `sync` mode (the default) every commit is
+fsync'd, so an acknowledged write survives a process crash and a power loss.
+In `nosync` mode commits are flushed to disk by a background sync about once a
+second: a process crash loses nothing, an OS crash can lose the last moments
+and, on file systems that reorder writes, can damage the store; it is opt-in.
+
+Group commit: RPC handlers on the event loop hand write functions to one
+writer thread. The thread takes everything that is waiting (up to
+`max_group`), applies each function in a nested transaction (so one that
+raises is rolled back alone), commits once, fsyncs once, then resolves all
+their futures. Batches form from what is waiting, never from a timer, so an
+idle broker adds no latency. Key layout: see store/keys.py.
+
+`writemap` is never used: with it a full disk kills the process with SIGBUS.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+
+from conveyor_server.core.errors import ConveyorError, StoreFull, StoreSchemaError
+from conveyor_server.store import keys
+from conveyor_server.store.base import DATABASES, SCHEMA_VERSION
+from conveyor_server.store.tasks import TaskTxn
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+_STOP = object()
+_GROW_AT = 0.8
+
+
+class StoreLocked(ConveyorError):
+    """Another broker process holds this data directory."""
+
+
+class _LmdbKv:
+    """KvTxn over one LMDB transaction."""
+
+    __slots__ = ("_dbs", "_txn")
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        return self._txn.get(key, db=self._dbs[db])
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        self._txn.put(key, value, db=self._dbs[db])
+
+    def delete(self, db: str, key: bytes) -> None:
+        self._txn.delete(key, db=self._dbs[db])
+
+    def scan(
+        self, db: str, start: bytes, end: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        if limit <= 0:
+            return out
+        with self._txn.cursor(db=self._dbs[db]) as cursor:
+            if not cursor.set_range(start):
+                return out
+            for key, value in cursor:
+                if end is not None and key >= end:
+                    break
+                out.append((key, value))
+                if len(out) >= limit:
+                    break
+        return out
+
+
+class LmdbStore:
+    """The durable store. One instance per data directory per machine (a lock file enforces it)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durable: bool = True,
+        max_bytes: int = 32 * GIB,
+        initial_map_bytes: int = GIB,
+        max_group: int = 2000,
+    ) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock_file = self._take_lock()
+        self._durable = durable
+        self._max_bytes = max_bytes
+        self._max_group = max_group
+        self._map_size = min(initial_map_bytes, max_bytes)
+        self._env = lmdb.open(
+            str(self.path),
+            map_size=self._map_size,
+            max_dbs=len(DATABASES) + 1,
+            sync=durable,
+            metasync=durable,
+            writemap=False,
+            max_readers=256,
+        )
+        self._env.reader_check()
+        self._map_size = max(self._map_size, self._env.info()["map_size"])
+        self._dbs = {name: self._env.open_db(name.encode()) for name in DATABASES}
+        self._check_schema()
+        self._resize_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._last_flush = time.monotonic()
+        self._writer = threading.Thread(target=self._run_writer, name="lmdb-writer", daemon=True)
+        self._writer.start()
+
+    # -- public interface --------------------------------------------------
+
+    def write(self, fn: Callable[[TaskTxn], T]) -> Future[T]:
+        future: Future[T] = Future()
+        if self._closed:
+            future.set_exception(RuntimeError("store is closed"))
+        else:
+            self._queue.put((fn, future))
+        return future
+
+    def read(self, fn: Callable[[TaskTxn], T]) -> T:
+        with self._resize_lock, self._env.begin(write=False) as txn:
+            return fn(TaskTxn(_LmdbKv(txn, self._dbs)))
+
+    def close(self) -> None:
+        """Finish queued writes, flush, and release the data directory."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join()
+        self._env.sync(True)
+        self._env.close()
+        self._lock_file.close()
+
+    @property
+    def map_size(self) -> int:
+        return self._map_size
+
+    # -- opening -------------------------------------------------------------
+
+    def _take_lock(self) -> Any:
+        lock_file = open(self.path / "conveyor.lock", "a+")  # noqa: SIM115 - held while open
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            raise StoreLocked(
+                f"data directory {str(self.path)!r} is in use by another conveyor process"
+            ) from None
+        return lock_file
+
+    def _check_schema(self) -> None:
+        with self._env.begin(write=True) as txn:
+            stored = txn.get(b"schema_version", db=self._dbs["meta"])
+            if stored is None:
+                if txn.stat(self._dbs["tasks"])["entries"]:
+                    raise StoreSchemaError(
+                        f"{str(self.path)!r} holds tasks but no schema version; "
+                        "it was not written by Conveyor"
+                    )
+                txn.put(b"schema_version", keys.pack_u64(SCHEMA_VERSION), db=self._dbs["meta"])
+                return
+            version = keys.unpack_u64(stored)
+        if version != SCHEMA_VERSION:
+            self._env.close()
+            self._lock_file.close()
+            raise StoreSchemaError(
+                f"{str(self.path)!r} has store schema version {version}, this Conveyor "
+                f"reads version {SCHEMA_VERSION}; use a matching Conveyor release"
+            )
+
+    # -- the writer thread ---------------------------------------------------
+
+    def _run_writer(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            while len(batch) < self._max_group:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit_group(batch)
+        # Anything submitted after close() began is refused rather than lost silently.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                item[1].set_exception(RuntimeError("store is closed"))
+
+    def _commit_group(self, batch: list[tuple[Callable[[TaskTxn], Any], Future[Any]]]) -> None:
+        while True:
+            try:
+                outcomes = self._apply(batch)
+            except lmdb.MapFullError:
+                if self._grow():
+                    continue
+                error = StoreFull(
+                    f"the store is full ({self._max_bytes} bytes, --max-store-bytes); "
+                    "free space by removing finished tasks or raise the limit"
+                )
+                outcomes = [(False, error)] * len(batch)
+            except Exception as exc:  # a commit failure: nothing in the group is durable
+                log.exception("store commit failed for a group of %d writes", len(batch))
+                outcomes = [(False, exc)] * len(batch)
+            break
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        self._after_commit()
+
+    def _apply(self, batch: list[tuple[Callable[[TaskTxn], Any], Future[Any]]]) -> list[Any]:
+        outcomes: list[tuple[bool, Any]] = []
+        with self._env.begin(write=True) as txn:
+            for fn, _ in batch:
+                child = self._env.begin(write=True, parent=txn)
+                try:
+                    value = fn(TaskTxn(_LmdbKv(child, self._dbs)))
+                except lmdb.MapFullError:
+                    child.abort()
+                    raise
+                except Exception as exc:
+                    child.abort()
+                    outcomes.append((False, exc))
+                else:
+                    child.commit()
+                    outcomes.append((True, value))
+        return outcomes
+
+    def _after_commit(self) -> None:
+        info = self._env.info()
+        used = (info["last_pgno"] + 1) * self._env.stat()["psize"]
+        if used > _GROW_AT * self._map_size:
+            self._grow()
+        if not self._durable and time.monotonic() - self._last_flush > 1.0:
+            self._env.sync(True)
+            self._last_flush = time.monotonic()
+
+    def _grow(self) -> bool:
+        """Double the map (up to max_bytes). Runs on the writer thread between transactions."""
+        if self._map_size >= self._max_bytes:
+            return False
+        new_size = min(self._map_size * 2, self._max_bytes)
+        with self._resize_lock:
+            self._env.set_mapsize(new_size)
+        log.info("store map size grown from %d to %d bytes", self._map_size, new_size)
+        self._map_size = new_size
+        return True

@@ -1,0 +1,91 @@
+"""Run a real `conveyor serve` subprocess on a loopback port: for tests, benchmarks and demos."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+_SERVING = re.compile(r"conveyor serving on (\S+:\d+)")
+
+
+class BrokerProcess:
+    """A broker subprocess with its own data dir. `start`, `stop` (SIGTERM), `kill` (SIGKILL)."""
+
+    def __init__(
+        self, data_dir: str | os.PathLike[str], extra_args: Sequence[str] = (), port: int = 0
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.extra_args = list(extra_args)
+        self.port = port
+        self.process: subprocess.Popen[str] | None = None
+        self.address = ""
+        self.log_lines: list[str] = []
+
+    def start(self, timeout: float = 20.0) -> str:
+        """Start the broker and return its address once it serves. The port is kept on restart."""
+        command = [
+            sys.executable,
+            "-m",
+            "conveyor_server",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        deadline = time.monotonic() + timeout
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.log_lines.append(line)
+            match = _SERVING.search(line)
+            if match and "INFO" not in line:
+                self.address = match.group(1)
+                self.port = int(self.address.rsplit(":", 1)[1])
+                break
+            if time.monotonic() > deadline:
+                break
+        if not self.address or self.process.poll() is not None:
+            self.kill()
+            raise RuntimeError("broker did not start:\n" + "".join(self.log_lines))
+        threading.Thread(target=self._drain, args=(self.process,), daemon=True).start()
+        return self.address
+
+    def _drain(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.log_lines.append(line)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: the graceful path. Returns the exit code."""
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: the crash path."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def restart(self) -> str:
+        self.kill()
+        return self.start()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.log_lines)
