@@ -39,13 +39,15 @@ def retry_policy_to_pb(policy: RetryPolicy, out: task_pb2.RetryPolicy) -> None:
     out.jitter = policy.jitter
 
 
-def task_to_pb(task: Task, *, include_lease_token: bool = False) -> task_pb2.Task:
+def task_to_pb(
+    task: Task, *, include_lease_token: bool = False, include_payload: bool = True
+) -> task_pb2.Task:
     """Encode a task; the lease token leaves only with Lease responses and store records."""
     pb = task_pb2.Task(
         id=task.id,
         queue=task.queue,
         kind=task.kind,
-        payload=task.payload,
+        payload=task.payload if include_payload else b"",
         content_type=task.content_type,
         headers=task.headers,
         priority=task.priority,
@@ -143,9 +145,10 @@ def task_from_pb(pb: task_pb2.Task) -> Task:
     )
 
 
-def encode_task(task: Task) -> bytes:
+def encode_task(task: Task, *, include_payload: bool = True) -> bytes:
     """Serialize a task record for the store (lease token included)."""
-    return task_to_pb(task, include_lease_token=True).SerializeToString()
+    pb = task_to_pb(task, include_lease_token=True, include_payload=include_payload)
+    return pb.SerializeToString()
 
 
 def decode_task(data: bytes) -> Task:

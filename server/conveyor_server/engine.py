@@ -147,6 +147,8 @@ class Engine:
                     await asyncio.wait_for(asyncio.shield(ready), give_up_at - loop.time())
                 except TimeoutError:
                     return []
+                if self.is_stopping:  # released by shutdown: an empty answer, not an error
+                    return []
             finally:
                 if ready is not None:
                     ready.cancel()

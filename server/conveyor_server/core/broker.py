@@ -124,7 +124,7 @@ class Broker:
                 outcomes.append(EnqueueOutcome(task, duplicate=False))
             return outcomes
 
-        return self.store.write(apply)
+        return self.store.write(apply, is_growth=True)
 
     def _find_duplicate(self, txn: TaskTxn, spec: TaskSpec, now: float) -> Task | None:
         if spec.id:
@@ -195,8 +195,10 @@ class Broker:
             task = txn.get_task(task_id)
             if task is None:
                 raise NotFound(f"task {task_id!r} not found")
-            if task.state is TaskState.CANCELLED or task.cancel_requested:
-                return task
+            if task.state is TaskState.CANCELLED or (
+                task.cancel_requested and not task.state.is_final
+            ):
+                return task  # already cancelled or already asked to stop: idempotent
             if task.state.is_final:
                 raise FailedPrecondition(f"task {task_id!r} already finished as {task.state.name}")
             if task.state is TaskState.LEASED:

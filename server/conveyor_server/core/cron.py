@@ -30,6 +30,9 @@ Time zones and daylight saving (the rule, decided once per expression):
       overlap ``@hourly`` fires at both 02:00 CEST and 02:00 CET (one real hour apart)
       and in a spring-forward gap the missing wall times simply do not occur. No real
       instant ever ticks twice and the spacing in real time stays regular.
+    * The split is syntactic, as in Debian cron: ``0 */2 * * *`` is real-time.
+    * cronsim only ever steps naive wall time; this module maps it to instants (cronsim's
+      own zone stepping skips ticks when an offset moves by 30 minutes, Lord Howe).
     * Cron ticks fall on whole seconds.
 
 Windows and intervals:

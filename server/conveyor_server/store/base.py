@@ -19,7 +19,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 #: Named databases (LMDB sub-databases; dicts in the memory store).
-DATABASES = ("meta", "tasks", "ready", "scheduled", "leases", "deadlines", "retention", "unique")
+DATABASES = (
+    "meta",
+    "tasks",
+    "payloads",
+    "ready", "scheduled", "leases", "deadlines", "retention", "unique")
 
 SCHEMA_VERSION = 1
 
@@ -43,8 +47,13 @@ class KvTxn(Protocol):
 class Store(Protocol):
     """What the core needs from persistence."""
 
-    def write(self, fn: Callable[[TaskTxn], T]) -> Future[T]:
-        """Run fn in a write transaction; the future resolves after commit."""
+    def write(self, fn: Callable[[TaskTxn], T], *, is_growth: bool = False) -> Future[T]:
+        """Run fn in a write transaction; the future resolves after commit.
+
+        `is_growth` marks writes that add tasks (enqueue). Near its size limit a
+        store refuses them with StoreFull but keeps room for the writes that
+        drain it (lease, ack, fail, retention), so a full broker can recover.
+        """
         ...
 
     def read(self, fn: Callable[[TaskTxn], T]) -> T:

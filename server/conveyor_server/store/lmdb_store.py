@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 GIB = 1 << 30
 _STOP = object()
 _GROW_AT = 0.8
+#: New tasks are refused once live data passes this share of max_bytes; the rest
+#: is kept for the writes that drain the store (lease, ack, fail, retention).
+_GROWTH_LIMIT = 0.9
+_Write = tuple[Callable[[TaskTxn], Any], Future[Any], bool]
 
 
 class StoreLocked(ConveyorError):
@@ -120,18 +124,21 @@ class LmdbStore:
         self._resize_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
+        self._is_accepting_growth = True
         self._last_flush = time.monotonic()
         self._writer = threading.Thread(target=self._run_writer, name="lmdb-writer", daemon=True)
         self._writer.start()
 
     # -- public interface --------------------------------------------------
 
-    def write(self, fn: Callable[[TaskTxn], T]) -> Future[T]:
+    def write(self, fn: Callable[[TaskTxn], T], *, is_growth: bool = False) -> Future[T]:
         future: Future[T] = Future()
         if self._closed:
             future.set_exception(RuntimeError("store is closed"))
+        elif is_growth and not self._is_accepting_growth:
+            future.set_exception(self._full_error())
         else:
-            self._queue.put((fn, future))
+            self._queue.put((fn, future, is_growth))
         return future
 
     def read(self, fn: Callable[[TaskTxn], T]) -> T:
@@ -214,33 +221,45 @@ class LmdbStore:
             if item is not _STOP:
                 item[1].set_exception(RuntimeError("store is closed"))
 
-    def _commit_group(self, batch: list[tuple[Callable[[TaskTxn], Any], Future[Any]]]) -> None:
+    def _full_error(self) -> StoreFull:
+        return StoreFull(
+            f"the store is full (limit {self._max_bytes} bytes, --max-store-bytes): "
+            "new tasks are refused until workers drain it or the limit is raised"
+        )
+
+    def _commit_group(self, batch: list[_Write]) -> None:
         while True:
             try:
                 outcomes = self._apply(batch)
             except lmdb.MapFullError:
                 if self._grow():
                     continue
-                error = StoreFull(
-                    f"the store is full ({self._max_bytes} bytes, --max-store-bytes); "
-                    "free space by removing finished tasks or raise the limit"
-                )
-                outcomes = [(False, error)] * len(batch)
+                if any(is_growth for _, _, is_growth in batch):
+                    # Keep the draining writes; refuse only the ones that add tasks.
+                    self._is_accepting_growth = False
+                    for _, future, is_growth in batch:
+                        if is_growth:
+                            future.set_exception(self._full_error())
+                    batch = [item for item in batch if not item[2]]
+                    if batch:
+                        continue
+                    return
+                outcomes = [(False, self._full_error())] * len(batch)
             except Exception as exc:  # a commit failure: nothing in the group is durable
                 log.exception("store commit failed for a group of %d writes", len(batch))
                 outcomes = [(False, exc)] * len(batch)
             break
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
         self._after_commit()
 
-    def _apply(self, batch: list[tuple[Callable[[TaskTxn], Any], Future[Any]]]) -> list[Any]:
+    def _apply(self, batch: list[_Write]) -> list[Any]:
         outcomes: list[tuple[bool, Any]] = []
         with self._env.begin(write=True) as txn:
-            for fn, _ in batch:
+            for fn, _, _ in batch:
                 child = self._env.begin(write=True, parent=txn)
                 try:
                     value = fn(TaskTxn(_LmdbKv(child, self._dbs)))
@@ -257,12 +276,22 @@ class LmdbStore:
 
     def _after_commit(self) -> None:
         info = self._env.info()
-        used = (info["last_pgno"] + 1) * self._env.stat()["psize"]
-        if used > _GROW_AT * self._map_size:
+        page_size = self._env.stat()["psize"]
+        if (info["last_pgno"] + 1) * page_size > _GROW_AT * self._map_size:
             self._grow()
+        self._is_accepting_growth = self._live_bytes(page_size) < _GROWTH_LIMIT * self._max_bytes
         if not self._durable and time.monotonic() - self._last_flush > 1.0:
             self._env.sync(True)
             self._last_flush = time.monotonic()
+
+    def _live_bytes(self, page_size: int) -> int:
+        """Bytes held by live pages of every database (freed pages are reused, not counted)."""
+        pages = 0
+        with self._env.begin() as txn:
+            for db in self._dbs.values():
+                stat = txn.stat(db)
+                pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        return pages * page_size
 
     def _grow(self) -> bool:
         """Double the map (up to max_bytes). Runs on the writer thread between transactions."""

@@ -81,7 +81,7 @@ class MemoryStore:
         self._tables = {name: _SortedTable() for name in DATABASES}
         self._lock = threading.Lock()
 
-    def write(self, fn: Callable[[TaskTxn], T]) -> Future[T]:
+    def write(self, fn: Callable[[TaskTxn], T], *, is_growth: bool = False) -> Future[T]:
         future: Future[T] = Future()
         with self._lock:
             kv = _MemoryKv(self._tables, writable=True)

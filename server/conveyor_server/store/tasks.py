@@ -30,21 +30,29 @@ class TaskTxn:
         if data is None:
             return None
         task = decode_task(data)
+        task.payload = self._kv.get("payloads", task_id.encode()) or b""
         self._loaded[task_id] = keys.index_entries(task)
         return task
 
     def put_task(self, task: Task) -> None:
         """Write a task and bring its index entries in line with its state."""
+        task_key = task.id.encode()
         old = self._loaded.get(task.id)
         if old is None:
-            data = self._kv.get("tasks", task.id.encode())
-            old = keys.index_entries(decode_task(data)) if data is not None else set()
+            data = self._kv.get("tasks", task_key)
+            if data is None:  # a new task: its payload is written once, here
+                old = set()
+                if task.payload:
+                    self._kv.put("payloads", task_key, task.payload)
+            else:
+                old = keys.index_entries(decode_task(data))
         new = keys.index_entries(task)
         for db, key, _ in old - new:
             self._kv.delete(db, key)
         for db, key, value in new - old:
             self._kv.put(db, key, value)
-        self._kv.put("tasks", task.id.encode(), encode_task(task))
+        # The payload is kept apart so that state changes rewrite only a small record.
+        self._kv.put("tasks", task_key, encode_task(task, include_payload=False))
         self._loaded[task.id] = new
 
     def delete_task(self, task: Task) -> None:
@@ -54,6 +62,7 @@ class TaskTxn:
         for db, key, _ in old:
             self._kv.delete(db, key)
         self._kv.delete("tasks", task.id.encode())
+        self._kv.delete("payloads", task.id.encode())
 
     def ready_task_ids(self, queue: str, limit: int) -> list[str]:
         """READY tasks of a queue in lease order: priority, run time, sequence."""

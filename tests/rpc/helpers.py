@@ -1,0 +1,68 @@
+"""Small builders for RPC tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from conveyor.v1 import (
+    task_pb2,
+    task_service_pb2,
+    task_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
+
+
+@dataclass
+class Stubs:
+    channel: grpc.Channel
+    tasks: task_service_pb2_grpc.TaskServiceStub
+    workers: worker_service_pb2_grpc.WorkerServiceStub
+
+
+def connect(address: str) -> Stubs:
+    channel = grpc.insecure_channel(address)
+    return Stubs(
+        channel,
+        task_service_pb2_grpc.TaskServiceStub(channel),
+        worker_service_pb2_grpc.WorkerServiceStub(channel),
+    )
+
+
+def seconds(value: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(value * 1e9))
+    return d
+
+
+def spec(queue: str, kind: str = "job", **fields: Any) -> task_pb2.TaskSpec:
+    return task_pb2.TaskSpec(queue=queue, kind=kind, payload=b'{"n": 1}', **fields)
+
+
+def enqueue(stubs: Any, queue: str, **fields: Any) -> task_pb2.Task:
+    return stubs.tasks.Enqueue(task_service_pb2.EnqueueRequest(task=spec(queue, **fields))).task
+
+
+def lease(stubs: Any, queue: str, max_tasks: int = 1, **fields: Any) -> list[task_pb2.Task]:
+    request = worker_service_pb2.LeaseRequest(queues=[queue], max_tasks=max_tasks, **fields)
+    return list(stubs.workers.Lease(request).tasks)
+
+
+def ref(task: task_pb2.Task, token: str | None = None) -> worker_service_pb2.LeaseRef:
+    return worker_service_pb2.LeaseRef(
+        task_id=task.id, lease_token=task.lease_token if token is None else token
+    )
+
+
+def expect_status(code: grpc.StatusCode, call: Any, *args: Any, match: str = "") -> str:
+    """Call and require the exact status; returns the details for further checks."""
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args)
+    assert info.value.code() == code, info.value.details()
+    assert match in info.value.details()
+    return info.value.details()
