@@ -1,1 +1,54 @@
-"""Conveyor Python client."""
+"""Conveyor Python client: `from conveyor import Client, AsyncClient`."""
+
+from conveyor import errors
+from conveyor._aio import AsyncClient
+from conveyor._client import Client
+from conveyor._model import (
+    ExtendOutcome,
+    Failure,
+    ItemOutcome,
+    LeaseRef,
+    RetryPolicy,
+    Task,
+    TaskError,
+    TaskOptions,
+    TaskSpec,
+    TaskState,
+)
+from conveyor.errors import (
+    ConveyorError,
+    LeaseLost,
+    ResultTimeout,
+    TaskCancelled,
+    TaskExpired,
+    TaskFailed,
+)
+from conveyor.serializer import JsonSerializer, Serializer
+from conveyor.task import TaskFunction, set_default_client, task
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "ConveyorError",
+    "ExtendOutcome",
+    "Failure",
+    "ItemOutcome",
+    "JsonSerializer",
+    "LeaseLost",
+    "LeaseRef",
+    "ResultTimeout",
+    "RetryPolicy",
+    "Serializer",
+    "Task",
+    "TaskCancelled",
+    "TaskError",
+    "TaskExpired",
+    "TaskFailed",
+    "TaskFunction",
+    "TaskOptions",
+    "TaskSpec",
+    "TaskState",
+    "errors",
+    "set_default_client",
+    "task",
+]

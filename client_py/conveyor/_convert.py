@@ -1,0 +1,282 @@
+"""The client's only protobuf code: build requests, read responses. Shared by both clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from conveyor._model import (
+    SPEC_OPTIONS,
+    ExtendOutcome,
+    ItemOutcome,
+    LeaseRef,
+    Seconds,
+    Task,
+    TaskError,
+    TaskSpec,
+    TaskState,
+)
+from conveyor.errors import InvalidArgument, error_for_code
+from conveyor.serializer import Serializer
+from conveyor.v1 import task_pb2, task_service_pb2, worker_service_pb2
+
+_STATES = {
+    task_pb2.TASK_STATE_UNSPECIFIED: TaskState.UNSPECIFIED,
+    task_pb2.TASK_STATE_SCHEDULED: TaskState.SCHEDULED,
+    task_pb2.TASK_STATE_READY: TaskState.READY,
+    task_pb2.TASK_STATE_LEASED: TaskState.LEASED,
+    task_pb2.TASK_STATE_SUCCEEDED: TaskState.SUCCEEDED,
+    task_pb2.TASK_STATE_DEAD: TaskState.DEAD,
+    task_pb2.TASK_STATE_CANCELLED: TaskState.CANCELLED,
+    task_pb2.TASK_STATE_EXPIRED: TaskState.EXPIRED,
+}
+
+LeaseLike = Task | LeaseRef | tuple[str, str]
+
+
+def seconds(value: Seconds | None) -> float | None:
+    """Seconds of a timedelta or number; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+def _duration(value: Seconds) -> duration_pb2.Duration:
+    total = seconds(value)
+    assert total is not None
+    whole = int(total)
+    return duration_pb2.Duration(seconds=whole, nanos=round((total - whole) * 1e9))
+
+
+def _timestamp(value: datetime, field: str) -> timestamp_pb2.Timestamp:
+    if value.tzinfo is None:
+        raise InvalidArgument(f"{field}: give a timezone-aware datetime")
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value.astimezone(UTC))
+    return out
+
+
+def _time(pb: Any, field: str) -> datetime | None:
+    if not pb.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(pb, field)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def spec_to_pb(spec: TaskSpec, serializer: Serializer) -> task_pb2.TaskSpec:
+    """Encode a TaskSpec; the payload goes through the serializer unless already bytes."""
+    data, content_type = serializer.dumps(spec.payload)
+    pb = task_pb2.TaskSpec(
+        kind=spec.kind,
+        queue=spec.queue or "",
+        id=spec.id or "",
+        payload=data,
+        content_type=spec.content_type or content_type,
+        headers=spec.headers or {},
+        priority=spec.priority or 0,
+        max_attempts=spec.max_attempts or 0,
+        unique_key=spec.unique_key or "",
+    )
+    if spec.delay is not None:
+        pb.delay.CopyFrom(_duration(spec.delay))
+    if spec.run_at is not None:
+        pb.run_at.CopyFrom(_timestamp(spec.run_at, "run_at"))
+    if spec.deadline is not None:
+        pb.deadline.CopyFrom(_timestamp(spec.deadline, "deadline"))
+    for name in ("lease_duration", "unique_window", "result_retention"):
+        value = getattr(spec, name)
+        if value is not None:
+            getattr(pb, name).CopyFrom(_duration(value))
+    policy = spec.retry_policy
+    if policy is not None:
+        rp = pb.retry_policy
+        rp.SetInParent()
+        if policy.initial_backoff is not None:
+            rp.initial_backoff.CopyFrom(_duration(policy.initial_backoff))
+        if policy.max_backoff is not None:
+            rp.max_backoff.CopyFrom(_duration(policy.max_backoff))
+        rp.multiplier = policy.multiplier or 0.0
+        rp.jitter = policy.jitter or 0.0
+    return pb
+
+
+def merge_spec(item: TaskSpec | tuple[str, Any], defaults: dict[str, Any]) -> TaskSpec:
+    """An enqueue_many item with the batch's keyword options filling what it leaves unset."""
+    if isinstance(item, TaskSpec):
+        unset = {k: v for k, v in defaults.items() if getattr(item, k) is None}
+        return replace(item, **unset) if unset else item
+    kind, payload = item
+    return TaskSpec(kind, payload, **defaults)
+
+
+def options(values: dict[str, Any]) -> dict[str, Any]:
+    """The TaskSpec options among keyword arguments that were actually given."""
+    return {k: v for k, v in values.items() if k in SPEC_OPTIONS and v is not None}
+
+
+def task_from_pb(pb: task_pb2.Task, serializer: Serializer, duplicate: bool = False) -> Task:
+    error = None
+    if pb.HasField("last_error"):
+        e = pb.last_error
+        error = TaskError(e.type, e.message, e.details, e.attempt, _time(e, "failed_at"))  # type: ignore[arg-type]
+    has_result = pb.HasField("result")
+    return Task(
+        id=pb.id,
+        queue=pb.queue,
+        kind=pb.kind,
+        state=_STATES.get(pb.state, TaskState.UNSPECIFIED),
+        attempt=pb.attempt,
+        max_attempts=pb.max_attempts,
+        priority=pb.priority,
+        headers=dict(pb.headers),
+        payload_bytes=pb.payload,
+        content_type=pb.content_type,
+        created_at=_time(pb, "created_at"),
+        updated_at=_time(pb, "updated_at"),
+        run_at=_time(pb, "run_at"),
+        deadline=_time(pb, "deadline"),
+        leased_at=_time(pb, "leased_at"),
+        lease_expires_at=_time(pb, "lease_expires_at"),
+        finished_at=_time(pb, "finished_at"),
+        lease_token=pb.lease_token,
+        worker_id=pb.worker_id,
+        unique_key=pb.unique_key,
+        cancel_requested=pb.cancel_requested,
+        last_error=error,
+        result_bytes=pb.result.data if has_result else None,
+        result_content_type=pb.result.content_type if has_result else "",
+        duplicate=duplicate,
+        serializer=serializer,
+    )
+
+
+# -- worker calls ---------------------------------------------------------------
+
+
+def lease_ref(lease: LeaseLike | str, token: str | None = None) -> worker_service_pb2.LeaseRef:
+    """Accept a leased Task, a LeaseRef, a (task_id, token) pair, or a task id plus token."""
+    if isinstance(lease, str):
+        if token is None:
+            raise InvalidArgument("lease_token: give the token with a bare task id")
+        return worker_service_pb2.LeaseRef(task_id=lease, lease_token=token)
+    if isinstance(lease, Task):
+        return worker_service_pb2.LeaseRef(task_id=lease.id, lease_token=lease.lease_token)
+    if isinstance(lease, LeaseRef):
+        return worker_service_pb2.LeaseRef(task_id=lease.task_id, lease_token=lease.lease_token)
+    task_id, lease_token = lease
+    return worker_service_pb2.LeaseRef(task_id=task_id, lease_token=lease_token)
+
+
+def lease_request(
+    queues: Sequence[str] | str,
+    max_tasks: int,
+    lease_duration: Seconds | None,
+    wait: Seconds | None,
+    worker_id: str,
+    round_robin: bool,
+) -> worker_service_pb2.LeaseRequest:
+    request = worker_service_pb2.LeaseRequest(
+        queues=[queues] if isinstance(queues, str) else list(queues),
+        max_tasks=max_tasks,
+        worker_id=worker_id,
+        queue_order=(
+            worker_service_pb2.QUEUE_ORDER_ROUND_ROBIN
+            if round_robin
+            else worker_service_pb2.QUEUE_ORDER_STRICT
+        ),
+    )
+    if lease_duration is not None:
+        request.lease_duration.CopyFrom(_duration(lease_duration))
+    if wait is not None:
+        request.wait.CopyFrom(_duration(wait))
+    return request
+
+
+def extend_request(
+    leases: Iterable[LeaseLike], lease_duration: Seconds | None
+) -> worker_service_pb2.ExtendLeaseRequest:
+    request = worker_service_pb2.ExtendLeaseRequest()
+    for lease in leases:
+        item = request.leases.add()
+        item.lease.CopyFrom(lease_ref(lease))
+        if lease_duration is not None:
+            item.lease_duration.CopyFrom(_duration(lease_duration))
+    return request
+
+
+def ack_item(lease: LeaseLike, result: Any, serializer: Serializer) -> worker_service_pb2.AckItem:
+    data, content_type = serializer.dumps(result)
+    return worker_service_pb2.AckItem(
+        lease=lease_ref(lease), result=task_pb2.TaskResult(data=data, content_type=content_type)
+    )
+
+
+def fail_item(
+    lease: LeaseLike,
+    error_type: str,
+    message: str,
+    details: str,
+    retryable: bool,
+    retry_delay: Seconds | None,
+) -> worker_service_pb2.FailItem:
+    item = worker_service_pb2.FailItem(
+        lease=lease_ref(lease),
+        error=task_pb2.TaskError(type=error_type, message=message, details=details),
+        retryable=retryable,
+    )
+    if retry_delay is not None:
+        item.retry_delay.CopyFrom(_duration(max(seconds(retry_delay) or 0.0, 0.0)))
+    return item
+
+
+def item_outcomes(
+    pb_outcomes: Iterable[worker_service_pb2.ItemOutcome], task_ids: Sequence[str]
+) -> list[ItemOutcome]:
+    """Per-item outcomes; a lone item's failure arrived as the call's status instead."""
+    return [
+        ItemOutcome(o.task_id or task_id, _item_error(o))
+        for o, task_id in zip(pb_outcomes, task_ids, strict=False)
+    ]
+
+
+def extend_outcomes(response: worker_service_pb2.ExtendLeaseResponse) -> list[ExtendOutcome]:
+    out = []
+    for r in response.results:
+        expires = (
+            r.lease_expires_at.ToDatetime(tzinfo=UTC) if r.HasField("lease_expires_at") else None
+        )
+        out.append(
+            ExtendOutcome(r.outcome.task_id, _item_error(r.outcome), expires, r.cancel_requested)
+        )
+    return out
+
+
+def _item_error(outcome: worker_service_pb2.ItemOutcome) -> Any:
+    if outcome.code == 0:
+        return None
+    return error_for_code(outcome.code, outcome.message, is_lease_call=True)
+
+
+def enqueue_requests(
+    specs: Sequence[task_pb2.TaskSpec], batch_size: int, reject_duplicate: bool
+) -> list[task_service_pb2.EnqueueBatchRequest]:
+    """Split specs into EnqueueBatch requests of at most batch_size tasks."""
+    return [
+        task_service_pb2.EnqueueBatchRequest(
+            tasks=specs[start : start + batch_size], reject_duplicate=reject_duplicate
+        )
+        for start in range(0, len(specs), batch_size)
+    ]
+
+
+def wait_request(task_id: str, wait: float) -> task_service_pb2.GetResultRequest:
+    request = task_service_pb2.GetResultRequest(task_id=task_id)
+    if wait > 0:
+        request.wait.CopyFrom(_duration(wait))
+    return request

@@ -1,0 +1,51 @@
+"""Payload and result encoding: JSON by default, raw bytes passed through, pluggable."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["JSON", "OCTET_STREAM", "JsonSerializer", "Serializer"]
+
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns Python values into (bytes, content type) and back.
+
+    The broker never parses payloads; the content type travels with the bytes so
+    that a consumer in another language knows how to read them.
+    """
+
+    def dumps(self, value: Any) -> tuple[bytes, str]:
+        """Encode a payload or result; returns the bytes and their content type."""
+        ...
+
+    def loads(self, data: bytes, content_type: str) -> Any:
+        """Decode bytes that came with `content_type`."""
+        ...
+
+
+class JsonSerializer:
+    """JSON for values, `application/octet-stream` for `bytes`; unknown types decode to bytes."""
+
+    def __init__(self, *, default: Any = None) -> None:
+        self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=default)
+
+    def dumps(self, value: Any) -> tuple[bytes, str]:
+        """Encode; raises TypeError for values JSON cannot hold."""
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value), OCTET_STREAM
+        return self._encoder.encode(value).encode(), JSON
+
+    def loads(self, data: bytes, content_type: str) -> Any:
+        """Decode JSON (also `+json` types), pass other types through as bytes."""
+        if content_type == JSON or content_type.endswith("+json"):
+            return json.loads(data) if data else None
+        if not content_type and not data:
+            return None
+        if content_type.startswith("text/"):
+            return data.decode()
+        return data
