@@ -162,8 +162,16 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench(subparsers: Any) -> None:
+    p = subparsers.add_parser("bench", help="measure throughput against a fresh local broker")
+    from bench.run import add_arguments, run
+
+    add_arguments(p)
+    p.set_defaults(run=run)
+
+
 #: Each adds one subcommand; other modules append theirs here.
-SUBCOMMANDS: list[Callable[[Any], None]] = [_add_serve]
+SUBCOMMANDS: list[Callable[[Any], None]] = [_add_serve, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

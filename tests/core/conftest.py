@@ -47,7 +47,9 @@ class Harness:
     ) -> LeaseBatch:
         return self.broker.lease(list(queues), max_tasks, **kwargs).result()
 
-    def lease(self, queues: Sequence[str] = ("default",), max_tasks: int = 10, **kw: Any) -> list[Task]:
+    def lease(
+        self, queues: Sequence[str] = ("default",), max_tasks: int = 10, **kw: Any
+    ) -> list[Task]:
         return self.lease_batch(queues, max_tasks, **kw).tasks
 
     def lease_one(self, queue: str = "default", **kwargs: Any) -> Task:
@@ -119,4 +121,3 @@ def broker(store: MemoryStore, clock: FakeClock, settings: BrokerSettings) -> Br
 @pytest.fixture
 def h(broker: Broker, clock: FakeClock) -> Harness:
     return Harness(broker, clock)
-

@@ -1,4 +1,4 @@
-"""Enqueue: defaults, states, batches and every validation rule (InvalidArgument naming the field)."""
+"""Enqueue: defaults, states, batches and every validation rule (each names its field)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from conveyor_server.core.clock import FakeClock
 from conveyor_server.core.errors import AlreadyExists, InvalidArgument
 from conveyor_server.core.model import RetryPolicy, TaskSpec, TaskState
 from conveyor_server.core.settings import BrokerSettings
+from conveyor_server.core.validation import MAX_DURATION, MAX_TIME
 
 DAY = 24 * 3600.0
 
@@ -127,13 +128,13 @@ def test_batch_rollback_does_not_consume_unique_keys(broker: Broker, h) -> None:
 
 
 def test_empty_batch_is_invalid(broker: Broker) -> None:
-    with pytest.raises(InvalidArgument, match="^tasks: the batch is empty"):
+    with pytest.raises(InvalidArgument, match=r"^tasks: the batch is empty"):
         broker.enqueue_batch([])
 
 
 def test_batch_over_the_limit_is_invalid(clock: FakeClock, store) -> None:
     broker = Broker(store, clock, BrokerSettings(max_batch=4))
-    with pytest.raises(InvalidArgument, match="^tasks: 5 tasks is over the limit of 4"):
+    with pytest.raises(InvalidArgument, match=r"^tasks: 5 tasks is over the limit of 4"):
         broker.enqueue_batch([TaskSpec(kind="job")] * 5)
     assert len(broker.enqueue_batch([TaskSpec(kind="job")] * 4).result()) == 4
 
@@ -176,7 +177,19 @@ LONG = "q" * 129
         ({"unique_key": "u" * 257}, "unique_key"),
         ({"headers": {"": "v"}}, "headers"),
         ({"headers": {f"h{i}": "v" for i in range(65)}}, "headers"),
+        ({"run_at": float("nan")}, "run_at"),
+        ({"run_at": float("inf")}, "run_at"),
+        ({"run_at": 1e20}, "run_at"),
+        ({"run_at": -1.0}, "run_at"),
+        ({"deadline": float("inf")}, "deadline"),
+        ({"deadline": float("nan")}, "deadline"),
+        ({"deadline": 1e20}, "deadline"),
+        ({"delay": 1e20}, "delay"),
+        ({"result_retention": 1e14}, "result_retention"),
+        ({"result_retention": float("inf")}, "result_retention"),
+        ({"unique_window": 1e300}, "unique_window"),
         ({"retry_policy": RetryPolicy(initial_backoff=-1)}, "retry_policy.initial_backoff"),
+        ({"retry_policy": RetryPolicy(max_backoff=1e14)}, "retry_policy.max_backoff"),
         ({"retry_policy": RetryPolicy(max_backoff=-1)}, "retry_policy.max_backoff"),
         ({"retry_policy": RetryPolicy(multiplier=0.5)}, "retry_policy.multiplier"),
         ({"retry_policy": RetryPolicy(jitter=1.5)}, "retry_policy.jitter"),
@@ -229,3 +242,18 @@ def test_future_deadline_is_accepted_and_kept(h, clock: FakeClock) -> None:
 
 def test_long_delay_is_accepted(h, clock: FakeClock) -> None:
     assert h.enqueue(delay=365 * DAY).run_at == clock.now() + 365 * DAY
+
+
+def test_extreme_allowed_times_and_durations_never_break_the_timer(h, clock: FakeClock) -> None:
+    """Every stored time stays encodable, so one task cannot make every later tick fail."""
+    longest = MAX_DURATION
+    policy = RetryPolicy(initial_backoff=longest, multiplier=1, max_backoff=longest, jitter=0)
+    far = h.enqueue(run_at=MAX_TIME, deadline=MAX_TIME, result_retention=longest)
+    h.enqueue(queue="q", result_retention=longest, unique_key="u", unique_window=longest)
+    h.enqueue(queue="r", retry_policy=policy, max_attempts=2, deadline=clock.now() + 1)
+    h.fail(h.lease_one("r"))
+    h.ack(h.lease_one("q"))
+    out = h.advance(2)
+    assert len(out.finished) == 1
+    assert h.get(far.id).state is TaskState.SCHEDULED
+    assert h.tick().removed == 0

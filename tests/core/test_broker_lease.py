@@ -1,4 +1,4 @@
-"""Lease: state changes, ordering (priority > run time > enqueue order), queues, request validation."""
+"""Lease: state changes, ordering (priority > run time > enqueue order), queues, validation."""
 
 from __future__ import annotations
 

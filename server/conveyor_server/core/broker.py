@@ -111,20 +111,29 @@ class Broker:
         def apply(txn: TaskTxn) -> list[EnqueueOutcome]:
             outcomes = []
             for spec in specs:
-                existing = self._find_duplicate(txn, spec, now)
-                if existing is not None:
-                    if reject_duplicate:
-                        raise AlreadyExists(f"task {existing.id!r} already exists")
-                    outcomes.append(EnqueueOutcome(existing, duplicate=True))
-                    continue
-                task = self._new_task(txn, spec, now)
-                txn.put_task(task)
-                if task.unique_key:
-                    txn.put_unique(task.queue, task.unique_key, task.id)
-                outcomes.append(EnqueueOutcome(task, duplicate=False))
+                outcome = self.create_task(txn, spec, now)
+                if outcome.duplicate and reject_duplicate:
+                    raise AlreadyExists(f"task {outcome.task.id!r} already exists")
+                outcomes.append(outcome)
             return outcomes
 
         return self.store.write(apply, is_growth=True)
+
+    def create_task(self, txn: TaskTxn, spec: TaskSpec, now: float) -> EnqueueOutcome:
+        """Create one task inside a running write function, or find its duplicate.
+
+        For callers that must commit a task together with other changes (the
+        scheduler records a fired tick in the same transaction). The spec must
+        already be valid; nothing is checked here.
+        """
+        existing = self._find_duplicate(txn, spec, now)
+        if existing is not None:
+            return EnqueueOutcome(existing, duplicate=True)
+        task = self._new_task(txn, spec, now)
+        txn.put_task(task)
+        if task.unique_key:
+            txn.put_unique(task.queue, task.unique_key, task.id)
+        return EnqueueOutcome(task, duplicate=False)
 
     def _find_duplicate(self, txn: TaskTxn, spec: TaskSpec, now: float) -> Task | None:
         if spec.id:

@@ -10,6 +10,11 @@ from conveyor_server.core.model import RetryPolicy, TaskSpec
 from conveyor_server.core.settings import BrokerSettings
 
 _NAME = re.compile(r"[A-Za-z0-9_.:/\-]+")
+#: Times and durations stay inside the range of google.protobuf.Timestamp and Duration
+#: (the record format); that also keeps every index time (a time plus a duration) inside
+#: the u64 microsecond keys, so no stored task can make a later write or tick fail.
+MAX_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+MAX_DURATION = 315_576_000_000.0  # 10,000 years
 _TASK_ID = re.compile(r"[A-Za-z0-9_.:@/+=\-]+")
 
 
@@ -34,14 +39,20 @@ def check_task_id(value: str, field: str, settings: BrokerSettings) -> None:
         )
 
 
-def check_duration(value: float | None, field: str, *, maximum: float | None = None) -> None:
-    """Durations are finite and not negative (and not over `maximum` when given)."""
+def check_duration(value: float | None, field: str, *, maximum: float = MAX_DURATION) -> None:
+    """Durations are finite, not negative and not over `maximum`."""
     if value is None:
         return
     if not math.isfinite(value) or value < 0:
         raise InvalidArgument(f"{field}: must not be negative")
-    if maximum is not None and value > maximum:
+    if value > maximum:
         raise InvalidArgument(f"{field}: must be at most {maximum:g} seconds")
+
+
+def check_time(value: float | None, field: str) -> None:
+    """Times are finite, from the Unix epoch up to the end of year 9999."""
+    if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_TIME):
+        raise InvalidArgument(f"{field}: must be a time between 1970 and 9999")
 
 
 def check_text(value: str, field: str, limit: int) -> None:
@@ -80,7 +91,9 @@ def check_spec(spec: TaskSpec, settings: BrokerSettings, now: float, prefix: str
         )
     if spec.run_at is not None and spec.delay is not None:
         raise InvalidArgument(f"{prefix}run_at and {prefix}delay: set at most one")
+    check_time(spec.run_at, f"{prefix}run_at")
     check_duration(spec.delay, f"{prefix}delay")
+    check_time(spec.deadline, f"{prefix}deadline")
     if spec.deadline is not None and spec.deadline <= now:
         raise InvalidArgument(f"{prefix}deadline: must be in the future")
     if spec.max_attempts is not None and not 1 <= spec.max_attempts <= settings.max_attempts_limit:

@@ -23,7 +23,14 @@ DATABASES = (
     "meta",
     "tasks",
     "payloads",
-    "ready", "scheduled", "leases", "deadlines", "retention", "unique")
+    "ready",
+    "scheduled",
+    "leases",
+    "deadlines",
+    "retention",
+    "unique",
+    "schedules",
+)
 
 SCHEMA_VERSION = 1
 

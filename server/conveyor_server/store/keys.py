@@ -8,6 +8,8 @@ deadlines  deadline_us u64 | id                            -> b""   (SCHEDULED/R
 retention  remove_at_us u64 | id                           -> b""   (final tasks)
 unique     queue 0x00 | unique_key                         -> id
 meta       b"schema_version" -> u32, b"sequence" -> u64
+schedules  b"n" | name                                     -> Schedule record (protobuf)
+           b"t" | next_fire_time_us u64 | name             -> b""   (active schedules only)
 """
 
 from __future__ import annotations
@@ -69,6 +71,18 @@ def index_entries(task: Task) -> set[tuple[str, bytes, bytes]]:
     if remove_at is not None:
         entries.add(("retention", time_key(remove_at, tid), b""))
     return entries
+
+
+SCHEDULE_PREFIX = b"n"
+SCHEDULE_DUE_PREFIX = b"t"
+
+
+def schedule_key(name: str) -> bytes:
+    return SCHEDULE_PREFIX + name.encode()
+
+
+def schedule_due_key(next_fire_time: float, name: str) -> bytes:
+    return SCHEDULE_DUE_PREFIX + time_key(next_fire_time, name.encode())
 
 
 def pack_u64(value: int) -> bytes:

@@ -108,19 +108,28 @@ class LmdbStore:
         self._max_bytes = max_bytes
         self._max_group = max_group
         self._map_size = min(initial_map_bytes, max_bytes)
-        self._env = lmdb.open(
-            str(self.path),
-            map_size=self._map_size,
-            max_dbs=len(DATABASES) + 1,
-            sync=durable,
-            metasync=durable,
-            writemap=False,
-            max_readers=256,
-        )
-        self._env.reader_check()
-        self._map_size = max(self._map_size, self._env.info()["map_size"])
-        self._dbs = {name: self._env.open_db(name.encode()) for name in DATABASES}
-        self._check_schema()
+        try:
+            self._env = lmdb.open(
+                str(self.path),
+                map_size=self._map_size,
+                max_dbs=len(DATABASES) + 1,
+                sync=durable,
+                metasync=durable,
+                writemap=False,
+                max_readers=256,
+            )
+        except BaseException:
+            self._lock_file.close()
+            raise
+        try:
+            self._env.reader_check()
+            self._map_size = max(self._map_size, self._env.info()["map_size"])
+            self._dbs = {name: self._env.open_db(name.encode()) for name in DATABASES}
+            self._check_schema()
+        except BaseException:  # a refused open must not keep the directory locked
+            self._env.close()
+            self._lock_file.close()
+            raise
         self._resize_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
@@ -186,8 +195,6 @@ class LmdbStore:
                 return
             version = keys.unpack_u64(stored)
         if version != SCHEMA_VERSION:
-            self._env.close()
-            self._lock_file.close()
             raise StoreSchemaError(
                 f"{str(self.path)!r} has store schema version {version}, this Conveyor "
                 f"reads version {SCHEMA_VERSION}; use a matching Conveyor release"

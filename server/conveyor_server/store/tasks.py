@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from conveyor_server.codec import decode_task, encode_task
 from conveyor_server.core.model import Task
+from conveyor_server.core.schedules import Schedule
+from conveyor_server.schedule_codec import decode_schedule, encode_schedule
 from conveyor_server.store import keys
 from conveyor_server.store.base import KvTxn
 
@@ -103,6 +105,54 @@ class TaskTxn:
         self._kv.put("meta", b"sequence", keys.pack_u64(value))
         return value
 
+    # -- schedules -------------------------------------------------------------
+
+    def get_schedule(self, name: str) -> Schedule | None:
+        data = self._kv.get("schedules", keys.schedule_key(name))
+        return decode_schedule(data) if data is not None else None
+
+    def put_schedule(self, schedule: Schedule) -> None:
+        """Write a schedule and keep its due-index entry in line with its cursor."""
+        self._delete_schedule_due(schedule.name)
+        self._kv.put("schedules", keys.schedule_key(schedule.name), encode_schedule(schedule))
+        if schedule.is_active:
+            assert schedule.next_fire_time is not None
+            due_key = keys.schedule_due_key(schedule.next_fire_time, schedule.name)
+            self._kv.put("schedules", due_key, b"")
+
+    def delete_schedule(self, name: str) -> None:
+        self._delete_schedule_due(name)
+        self._kv.delete("schedules", keys.schedule_key(name))
+
+    def list_schedules(self) -> list[Schedule]:
+        """Every schedule, in name order."""
+        prefix = keys.SCHEDULE_PREFIX
+        items = self._kv.scan("schedules", prefix, _after_prefix(prefix), 1 << 62)
+        return [decode_schedule(value) for _, value in items]
+
+    def due_schedule_names(self, now: float, limit: int) -> list[str]:
+        """Active schedules whose next fire time is <= now, earliest first."""
+        prefix = keys.SCHEDULE_DUE_PREFIX
+        items = self._kv.scan("schedules", prefix, prefix + keys.time_key(now) + b"\xff", limit)
+        return [key[9:].decode() for key, _ in items]
+
+    def next_schedule_due_time(self) -> float | None:
+        """Earliest next fire time of any active schedule, or None."""
+        prefix = keys.SCHEDULE_DUE_PREFIX
+        items = self._kv.scan("schedules", prefix, _after_prefix(prefix), 1)
+        return keys.key_time(items[0][0][1:]) if items else None
+
+    def _delete_schedule_due(self, name: str) -> None:
+        old = self.get_schedule(name)
+        if old is not None and old.is_active:
+            assert old.next_fire_time is not None
+            self._kv.delete("schedules", keys.schedule_due_key(old.next_fire_time, name))
+
     def count(self, index: str) -> int:
         """Number of entries in an index (for tests and operators; O(n))."""
         return len(self._kv.scan(index, b"", None, 1 << 62))
+
+
+def _after_prefix(prefix: bytes) -> bytes:
+    """The first key past every key that starts with the one-byte `prefix`."""
+    return bytes([prefix[0] + 1])

@@ -1,0 +1,1 @@
+"""Conveyor benchmarks: start a broker on a temp dir and measure throughput."""

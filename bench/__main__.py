@@ -1,0 +1,6 @@
+"""`python -m bench` is `conveyor bench`."""
+
+from bench.run import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Repository checks: proto lint, generated code in sync, layer boundaries, the benchmark runs."""
+
+from __future__ import annotations
+
+import ast
+import filecmp
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = ROOT / "server" / "conveyor_server"
+
+
+def _tool(name: str) -> str:
+    local = ROOT / "node_modules" / ".bin" / name
+    return str(local) if local.exists() else require_tool(name)
+
+
+def test_proto_passes_buf_lint():
+    result = subprocess.run(
+        [_tool("buf"), "lint"], cwd=ROOT / "proto", capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_code_matches_the_proto(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    subprocess.run(
+        [str(ROOT / "tools" / "gen_proto.sh"), str(tmp_path)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    fresh = tmp_path / "conveyor" / "v1"
+    committed = ROOT / "client_py" / "conveyor" / "v1"
+    names = sorted(p.name for p in fresh.iterdir() if p.is_file())
+    assert names == sorted(p.name for p in committed.iterdir() if p.is_file())
+    _, mismatch, errors = filecmp.cmpfiles(fresh, committed, names, shallow=False)
+    assert not mismatch and not errors, f"run tools/gen_proto.sh: stale {mismatch + errors}"
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for child in ast.walk(node):
+                child._type_checking = True  # type: ignore[attr-defined]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if getattr(node, "_type_checking", False):
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((SERVER / "core").glob("*.py")), ids=lambda p: p.name)
+def test_core_is_pure(path):
+    forbidden = ("grpc", "lmdb", "prometheus_client", "google.protobuf", "conveyor.v1", "asyncio")
+    bad = {m for m in _runtime_imports(path) if m.startswith(forbidden)}
+    bad |= {
+        m
+        for m in _runtime_imports(path)
+        if m.startswith("conveyor_server.") and not m.startswith("conveyor_server.core")
+    }
+    assert not bad, f"{path.name} imports {bad}: the core must stay pure"
+
+
+def test_only_the_store_touches_lmdb():
+    users = {
+        p.relative_to(SERVER).as_posix()
+        for p in SERVER.rglob("*.py")
+        if "lmdb" in _runtime_imports(p)
+    }
+    assert users <= {"store/lmdb_store.py"}, users
+
+
+def test_client_does_not_import_server_or_worker():
+    for path in (ROOT / "client_py" / "conveyor").rglob("*.py"):
+        if "v1" in path.parts:
+            continue
+        bad = {
+            m
+            for m in _runtime_imports(path)
+            if m.startswith(("conveyor_server", "conveyor_worker"))
+        }
+        assert not bad, f"{path} imports {bad}"
+
+
+def test_benchmark_runs_at_a_tiny_size():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--count", "200", "--repeat", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    rates = {
+        line.split("  ")[0]: float(line.split()[-2].replace(",", ""))
+        for line in result.stdout.splitlines()
+        if line.startswith(("enqueue", "drain"))
+    }
+    assert len(rates) == 3, result.stdout
+    assert all(rate > 0 for rate in rates.values()), result.stdout
