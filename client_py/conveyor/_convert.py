@@ -21,7 +21,7 @@ from conveyor._model import (
     TaskState,
 )
 from conveyor.errors import InvalidArgument, error_for_code
-from conveyor.serializer import Serializer
+from conveyor.serializer import Serializer, encode
 from conveyor.v1 import task_pb2, task_service_pb2, worker_service_pb2
 
 _STATES = {
@@ -71,7 +71,7 @@ def _time(pb: Any, field: str) -> datetime | None:
 
 def spec_to_pb(spec: TaskSpec, serializer: Serializer) -> task_pb2.TaskSpec:
     """Encode a TaskSpec; the payload goes through the serializer unless already bytes."""
-    data, content_type = serializer.dumps(spec.payload)
+    data, content_type = encode(serializer, spec.payload)
     pb = task_pb2.TaskSpec(
         kind=spec.kind,
         queue=spec.queue or "",
@@ -211,7 +211,7 @@ def extend_request(
 
 
 def ack_item(lease: LeaseLike, result: Any, serializer: Serializer) -> worker_service_pb2.AckItem:
-    data, content_type = serializer.dumps(result)
+    data, content_type = encode(serializer, result)
     return worker_service_pb2.AckItem(
         lease=lease_ref(lease), result=task_pb2.TaskResult(data=data, content_type=content_type)
     )

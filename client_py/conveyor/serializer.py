@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["JSON", "OCTET_STREAM", "JsonSerializer", "Serializer"]
+__all__ = ["JSON", "OCTET_STREAM", "Encoded", "JsonSerializer", "Serializer", "encode"]
 
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
@@ -49,3 +50,18 @@ class JsonSerializer:
         if content_type.startswith("text/"):
             return data.decode()
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A payload or result already encoded: sent as is, whatever the serializer."""
+
+    data: bytes
+    content_type: str
+
+
+def encode(serializer: Serializer, value: Any) -> tuple[bytes, str]:
+    """Encode with the serializer unless the value is already `Encoded`."""
+    if isinstance(value, Encoded):
+        return value.data, value.content_type
+    return serializer.dumps(value)

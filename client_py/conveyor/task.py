@@ -63,13 +63,16 @@ class TaskFunction(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<TaskFunction {self.kind!r} -> {self.fn!r}>"
 
+    def _producer_client(self) -> Client:
+        return self.client or default_client()
+
     def enqueue(self, payload: Any = None, *, client: Client | None = None, **options: Any) -> Task:
         """Enqueue this kind with a blocking client; keyword options override the defaults.
 
         Raises:
             ConveyorError: as `Client.enqueue`.
         """
-        target = client or self.client or default_client()
+        target = client or self._producer_client()
         return target.enqueue(self.kind, payload, **{**self.options, **options})
 
     async def enqueue_async(

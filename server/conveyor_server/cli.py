@@ -172,6 +172,7 @@ def _add_bench(subparsers: Any) -> None:
 
 #: Each adds one subcommand; other modules append theirs here.
 SUBCOMMANDS: list[Callable[[Any], None]] = [_add_serve, _add_bench]
+SUBCOMMANDS.append(__import__("conveyor_worker._cli", fromlist=["_cli"]).add_worker_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,60 @@
+"""Turning what a handler did (returned, raised, timed out) into the call to report it."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor_worker._errors import Cancelled, Fatal, Retry
+
+__all__ = ["Outcome"]
+
+#: Free-form details are bounded by the broker (64 KiB); keep the end of a traceback.
+_MAX_DETAILS = 60_000
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One of: ack (with result), fail (error fields), release, or drop (lease lost)."""
+
+    action: str
+    result: Any = None
+    error_type: str = ""
+    message: str = ""
+    details: str = ""
+    retryable: bool = True
+    retry_delay: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The outcome as logged: succeeded, failed, retry, fatal, cancelled, ..."""
+        if self.action != "fail":
+            return {"ack": "succeeded", "release": "released", "drop": "lease_lost"}[self.action]
+        if self.error_type == "Cancelled":
+            return "cancelled"
+        return "failed" if self.retryable else "fatal"
+
+    @classmethod
+    def succeeded(cls, result: Any) -> Outcome:
+        return cls("ack", result=result)
+
+    @classmethod
+    def cancelled(cls, message: str = "cancelled while running") -> Outcome:
+        return cls("fail", error_type="Cancelled", message=message, retryable=False)
+
+    @classmethod
+    def from_exception(
+        cls, exc: BaseException, non_retryable: tuple[type[BaseException], ...]
+    ) -> Outcome:
+        details = "".join(traceback.format_exception(exc))[-_MAX_DETAILS:]
+        if isinstance(exc, Cancelled):
+            return cls.cancelled(str(exc))
+        outcome = cls(
+            "fail", error_type=type(exc).__name__, message=str(exc)[:60_000], details=details
+        )
+        if isinstance(exc, Retry):
+            outcome.retry_delay = exc.delay_seconds()
+        elif isinstance(exc, Fatal) or (non_retryable and isinstance(exc, non_retryable)):
+            outcome.retryable = False
+        return outcome
