@@ -175,6 +175,10 @@ class Engine:
 
     # -- consequences of writes ----------------------------------------------
 
+    def notify_written(self, tasks: Sequence[Task]) -> None:
+        """Tasks committed outside the engine (the scheduler's): wake waiters, poke the timer."""
+        self._after_write(tasks)
+
     def _after_items(self, outcomes: Iterable[ItemOutcome]) -> None:
         self._after_write([o.task for o in outcomes if o.task is not None])
 
