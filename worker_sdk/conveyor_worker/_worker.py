@@ -89,6 +89,7 @@ class Worker:
         self._producer_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._is_stop_requested = False
         self._signals = 0
 
     # -- registration ----------------------------------------------------------
@@ -154,6 +155,7 @@ class Worker:
 
     def stop(self) -> None:
         """Ask a running worker to shut down gracefully; safe from any thread."""
+        self._is_stop_requested = True
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None:
             loop.call_soon_threadsafe(stop.set)
@@ -162,8 +164,10 @@ class Worker:
         """Run on the current event loop until `stop()`; async handlers share this loop."""
         if not self.queues:
             raise ValueError("a worker needs at least one queue")
-        self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self._is_stop_requested:  # stop() came before the loop existed
+            self._stop.set()
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
@@ -175,6 +179,7 @@ class Worker:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     self._loop.remove_signal_handler(sig)
             self._loop = None
+            self._is_stop_requested = False
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
