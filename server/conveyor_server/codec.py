@@ -1,7 +1,7 @@
 """The one mapping between the Task model and the conveyor.v1.Task protobuf.
 
-Shared by the RPC layer (API messages) and the LMDB store (records are the
-same message, so a stored task and a served task never drift apart).
+Used by the RPC layer and the schedule records. Task records in the store use
+store/record.py instead (faster; see there).
 """
 
 from __future__ import annotations
@@ -143,13 +143,3 @@ def task_from_pb(pb: task_pb2.Task) -> Task:
             else None
         ),
     )
-
-
-def encode_task(task: Task, *, include_payload: bool = True) -> bytes:
-    """Serialize a task record for the store (lease token included)."""
-    pb = task_to_pb(task, include_lease_token=True, include_payload=include_payload)
-    return pb.SerializeToString()
-
-
-def decode_task(data: bytes) -> Task:
-    return task_from_pb(task_pb2.Task.FromString(data))

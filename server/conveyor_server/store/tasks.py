@@ -6,11 +6,10 @@ contract tests exercise them against LMDB and memory alike.
 
 from __future__ import annotations
 
-from conveyor_server.codec import decode_task, encode_task
 from conveyor_server.core.model import Task
 from conveyor_server.core.schedules import Schedule
 from conveyor_server.schedule_codec import decode_schedule, encode_schedule
-from conveyor_server.store import keys
+from conveyor_server.store import keys, record
 from conveyor_server.store.base import KvTxn
 
 _TIME_INDEXES = ("scheduled", "leases", "deadlines", "retention")
@@ -31,8 +30,7 @@ class TaskTxn:
         data = self._kv.get("tasks", task_id.encode())
         if data is None:
             return None
-        task = decode_task(data)
-        task.payload = self._kv.get("payloads", task_id.encode()) or b""
+        task = record.decode(data, self._kv.get("payloads", task_id.encode()) or b"")
         self._loaded[task_id] = keys.index_entries(task)
         return task
 
@@ -47,14 +45,14 @@ class TaskTxn:
                 if task.payload:
                     self._kv.put("payloads", task_key, task.payload)
             else:
-                old = keys.index_entries(decode_task(data))
+                old = keys.index_entries(record.index_state(data))
         new = keys.index_entries(task)
         for db, key, _ in old - new:
             self._kv.delete(db, key)
         for db, key, value in new - old:
             self._kv.put(db, key, value)
         # The payload is kept apart so that state changes rewrite only a small record.
-        self._kv.put("tasks", task_key, encode_task(task, include_payload=False))
+        self._kv.put("tasks", task_key, record.encode(task))
         self._loaded[task.id] = new
 
     def delete_task(self, task: Task) -> None:
