@@ -1,4 +1,4 @@
-"""Wiring only: open the store, build the core, start gRPC (+ health, reflection) and the timer."""
+"""Wiring only: open the store, build the core, start gRPC (+ health, reflection), timer, cron."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,6 +14,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from conveyor.v1 import (
+    schedule_service_pb2,
+    schedule_service_pb2_grpc,
     task_service_pb2,
     task_service_pb2_grpc,
     worker_service_pb2,
@@ -21,9 +24,14 @@ from conveyor.v1 import (
 from conveyor_server.config import ServeConfig
 from conveyor_server.core.broker import Broker
 from conveyor_server.core.clock import SystemClock
+from conveyor_server.core.schedule_book import ScheduleBook
+from conveyor_server.core.schedules import Schedule
 from conveyor_server.engine import Engine
 from conveyor_server.rpc.errors import ErrorInterceptor
+from conveyor_server.rpc.schedule_service import ScheduleServicer
 from conveyor_server.rpc.services import TaskServicer, WorkerServicer
+from conveyor_server.schedule_file import ScheduleFileWatcher
+from conveyor_server.scheduler import CronScheduler
 from conveyor_server.store.lmdb_store import LmdbStore
 
 log = logging.getLogger("conveyor")
@@ -31,6 +39,7 @@ log = logging.getLogger("conveyor")
 SERVICE_NAMES = (
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+    schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
 )
 _MAX_MESSAGE_BYTES = 64 << 20
 
@@ -48,6 +57,10 @@ async def serve(config: ServeConfig) -> None:
     )
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(engine), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(engine), server)
+    scheduler = CronScheduler(ScheduleBook(engine.broker), engine.notify_written)
+    schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
+        ScheduleServicer(scheduler), server
+    )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -58,6 +71,14 @@ async def serve(config: ServeConfig) -> None:
         ),
         server,
     )
+    watcher = None
+    if config.schedules_file:
+        watcher = ScheduleFileWatcher(config.schedules_file, _reconciler(scheduler))
+        try:
+            await watcher.start()
+        except BaseException:
+            store.close()
+            raise
     try:
         port = server.add_insecure_port(config.listen)
     except RuntimeError as exc:
@@ -65,6 +86,7 @@ async def serve(config: ServeConfig) -> None:
         raise SystemExit(f"conveyor: cannot listen on {config.listen}: {exc}") from None
     await server.start()
     await engine.start()
+    scheduler.start()
     for name in ("", *SERVICE_NAMES):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = config.listen.rsplit(":", 1)[0]
@@ -81,11 +103,37 @@ async def serve(config: ServeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if watcher is not None:
+        loop.add_signal_handler(signal.SIGHUP, watcher.reload)
     await stop.wait()
 
     log.info("shutting down: refusing new calls, finishing in-flight ones")
     await health.enter_graceful_shutdown()
+    if watcher is not None:
+        await watcher.stop()
+    await scheduler.stop()
     await engine.stop()
     await server.stop(config.shutdown_grace)
     store.close()
     log.info("stopped cleanly")
+
+
+def _reconciler(scheduler: CronScheduler) -> Callable[[Sequence[Schedule]], Awaitable[None]]:
+    """Apply the schedules file and say what changed."""
+
+    async def apply(declared: Sequence[Schedule]) -> None:
+        outcome = await scheduler.reconcile(declared)
+        if outcome.added or outcome.updated or outcome.removed:
+            log.info(
+                "schedules file applied: added %s, updated %s, removed %s",
+                outcome.added,
+                outcome.updated,
+                outcome.removed,
+            )
+        if outcome.conflicts:
+            log.warning(
+                "schedules file: %s already exist as API schedules; left as they are",
+                outcome.conflicts,
+            )
+
+    return apply

@@ -124,6 +124,12 @@ def _add_serve(subparsers: Any) -> None:
         help="how long in-flight calls may finish after SIGTERM",
     )
     _env_option(p, "--log-level", default=_DEFAULTS.log_level, help="DEBUG, INFO, WARNING")
+    _env_option(
+        p,
+        "--schedules",
+        default=_DEFAULTS.schedules_file,
+        help="TOML file of schedules, reapplied when it changes or on SIGHUP",
+    )
     p.set_defaults(run=_run_serve)
 
 
@@ -139,6 +145,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_waiters=args.max_waiters,
         shutdown_grace=args.shutdown_grace,
         log_level=args.log_level,
+        schedules_file=args.schedules,
         broker=replace(
             _BROKER,
             max_payload_bytes=args.max_payload_bytes,
@@ -173,6 +180,7 @@ def _add_bench(subparsers: Any) -> None:
 #: Each adds one subcommand; other modules append theirs here.
 SUBCOMMANDS: list[Callable[[Any], None]] = [_add_serve, _add_bench]
 SUBCOMMANDS.append(__import__("conveyor_worker._cli", fromlist=["_cli"]).add_worker_command)
+SUBCOMMANDS.extend(__import__("conveyor_server.schedule_cli", fromlist=["_"]).SUBCOMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,7 @@ class ServeConfig:
     max_waiters: int = 10_000
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    schedules_file: str = ""
     broker: BrokerSettings = field(default_factory=BrokerSettings)
 
     @property
