@@ -1,0 +1,145 @@
+"""A Worker in a thread against a real broker: results, concurrency, sync + async handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+
+from conveyor import TaskState, task
+from conveyor_worker import Worker
+
+
+def test_a_thousand_tasks_each_run_and_acked_once(shared_broker, client, run_worker):
+    worker = Worker(shared_broker.address, queues=["w-1000"], concurrency=8, poll_wait=1)
+    calls: Counter[str] = Counter()
+    lock = threading.Lock()
+    running = 0
+    most_running = 0
+
+    @worker.handler("double")
+    def double(payload, ctx):
+        nonlocal running, most_running
+        with lock:
+            calls[ctx.task_id] += 1
+            running += 1
+            most_running = max(most_running, running)
+        try:
+            return {"n": payload["n"] * 2}
+        finally:
+            with lock:
+                running -= 1
+
+    tasks = client.enqueue_many([("double", {"n": i}) for i in range(1000)], queue="w-1000")
+    with run_worker(worker):
+        for t in tasks:
+            assert client.result(t.id, timeout=60) == {"n": t.payload["n"] * 2}
+    assert set(calls) == {t.id for t in tasks} and set(calls.values()) == {1}
+    assert most_running <= 8
+    for t in tasks[::50]:
+        got = client.get_task(t.id)
+        assert got.state is TaskState.SUCCEEDED and got.attempt == 1
+
+
+def test_sync_and_async_handlers_in_one_worker(shared_broker, client, run_worker):
+    worker = Worker(shared_broker.address, queues=["w-mixed"], concurrency=4, poll_wait=1)
+    loops = []
+
+    @worker.handler("sync.kind")
+    def sync_kind(payload, ctx):
+        return ["sync", threading.current_thread().name.startswith("conveyor-handler")]
+
+    @worker.handler("async.kind")
+    async def async_kind(payload, ctx):
+        loops.append(asyncio.get_running_loop())
+        await asyncio.sleep(0.01)
+        return ["async", ctx.attempt]
+
+    a = client.enqueue("sync.kind", None, queue="w-mixed")
+    b = client.enqueue("async.kind", None, queue="w-mixed")
+    with run_worker(worker):
+        assert client.result(a.id, timeout=10) == ["sync", True]
+        assert client.result(b.id, timeout=10) == ["async", 1]
+    assert loops
+
+
+def test_async_handlers_run_concurrently_on_the_loop(shared_broker, client, run_worker):
+    worker = Worker(shared_broker.address, queues=["w-async"], concurrency=20, poll_wait=1)
+
+    @worker.handler("sleepy")
+    async def sleepy(payload):
+        await asyncio.sleep(0.5)
+        return payload
+
+    tasks = client.enqueue_many([("sleepy", i) for i in range(20)], queue="w-async")
+    started = time.monotonic()
+    with run_worker(worker):
+        assert [client.result(t.id, timeout=10) for t in tasks] == list(range(20))
+    assert time.monotonic() - started < 4.0
+
+
+def test_only_idle_slots_are_leased(shared_broker, client, run_worker):
+    worker = Worker(shared_broker.address, queues=["w-slots"], concurrency=2, poll_wait=1)
+    release = threading.Event()
+
+    @worker.handler("block")
+    def block(payload, ctx):
+        release.wait(10)
+
+    tasks = client.enqueue_many([("block", i) for i in range(6)], queue="w-slots")
+    with run_worker(worker):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = Counter(client.get_task(t.id).state for t in tasks)
+            if states[TaskState.LEASED] == 2:
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        states = Counter(client.get_task(t.id).state for t in tasks)
+        assert states == {TaskState.LEASED: 2, TaskState.READY: 4}
+        release.set()
+        for t in tasks:
+            client.result(t.id, timeout=10)
+
+
+def test_long_handler_keeps_its_lease(shared_broker, client, run_worker):
+    worker = Worker(
+        shared_broker.address,
+        queues=["w-keep"],
+        concurrency=1,
+        poll_wait=1,
+        lease_duration=timedelta(seconds=1),
+    )
+
+    @worker.handler("slow")
+    def slow(payload, ctx):
+        time.sleep(2.5)
+        return ctx.attempt
+
+    t = client.enqueue("slow", None, queue="w-keep")
+    with run_worker(worker):
+        assert client.result(t.id, timeout=15) == 1
+
+
+def test_handler_enqueue_and_task_decorator_name_the_function(shared_broker, client, run_worker):
+    worker = Worker(shared_broker.address, queues=["w-produce"], concurrency=2, poll_wait=1)
+
+    @worker.handler("w.add")
+    def add(payload, ctx):
+        return payload["a"] + payload["b"]
+
+    @task("w.neg", queue="w-produce")
+    def neg(payload):
+        return -payload
+
+    worker.register(neg)
+    assert add({"a": 1, "b": 2}, None) == 3
+    first = add.enqueue({"a": 2, "b": 3})
+    second = neg.enqueue(5, client=client)
+    assert first.queue == "w-produce" and first.kind == "w.add"
+    with run_worker(worker):
+        assert client.result(first.id, timeout=10) == 5
+        assert client.result(second.id, timeout=10) == -5
+    worker.producer_client().close()
