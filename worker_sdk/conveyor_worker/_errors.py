@@ -14,7 +14,14 @@ class Retry(Exception):
     The retry still counts an attempt: past max_attempts the task is DEAD.
     """
 
-    def __init__(self, message: str = "", *, after: timedelta | float | datetime | None = None):
+    def __init__(
+        self,
+        message: str | timedelta | float | datetime = "",
+        *,
+        after: timedelta | float | datetime | None = None,
+    ) -> None:
+        if not isinstance(message, str):  # Retry(timedelta(seconds=5)) reads naturally too
+            message, after = "", message
         super().__init__(message or "retry requested")
         self.after = after
 

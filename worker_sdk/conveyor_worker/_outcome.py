@@ -33,6 +33,8 @@ class Outcome:
             return {"ack": "succeeded", "release": "released", "drop": "lease_lost"}[self.action]
         if self.error_type == "Cancelled":
             return "cancelled"
+        if self.retry_delay is not None:
+            return "retry"
         return "failed" if self.retryable else "fatal"
 
     @classmethod
