@@ -121,7 +121,7 @@ def test_result_wait_ends_with_a_timeout_error_after_the_timeout(client):
     with pytest.raises(TimeoutError) as info:
         client.result(t.id, timeout=1.0)
     assert isinstance(info.value, ResultTimeout)
-    assert 0.9 <= time.monotonic() - started < 3.0
+    assert 0.9 <= time.monotonic() - started < 4.0
 
 
 def test_result_is_woken_by_the_ack_not_by_polling(client):
@@ -133,7 +133,7 @@ def test_result_is_woken_by_the_ack_not_by_polling(client):
     timer.start()
     started = time.monotonic()
     assert client.result(t.id, timeout=10) == "done"
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0
     timer.join()
 
 

@@ -117,7 +117,7 @@ def test_handler_past_its_timeout_fails_with_a_timeout_error(shared_broker, clie
                 client.result(t.id, timeout=10)
             assert info.value.error_type == "HandlerTimeout"
             assert "timeout" in info.value.error_message
-    assert time.monotonic() - started < 4.0
+    assert time.monotonic() - started < 4.5  # without the timeouts: 5 s or more
     assert stopped.is_set()  # the sync handler was told to stop
 
 

@@ -77,7 +77,7 @@ def test_async_handlers_run_concurrently_on_the_loop(shared_broker, client, run_
     started = time.monotonic()
     with run_worker(worker):
         assert [client.result(t.id, timeout=10) for t in tasks] == list(range(20))
-    assert time.monotonic() - started < 4.0
+    assert time.monotonic() - started < 6.0  # one at a time would take 10 s
 
 
 def test_only_idle_slots_are_leased(shared_broker, client, run_worker):
