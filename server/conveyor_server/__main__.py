@@ -1,9 +1,10 @@
-"""`python -m conveyor_server [flags]` is `conveyor serve [flags]`."""
+"""`python -m conveyor_server [flags]` is `conveyor serve [flags]`; other subcommands pass through."""
 
 import sys
 
-from conveyor_server.cli import main
+from conveyor_server.cli import build_parser, main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    main(argv if argv[:1] == ["serve"] else ["serve", *argv])
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    main(argv if argv[:1] and argv[0] in commands else ["serve", *argv])
