@@ -42,6 +42,10 @@ SERVICE_NAMES = (
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
 )
 _MAX_MESSAGE_BYTES = 64 << 20
+#: gRPC core cancels calls that arrive while more than 1,000 wait to be picked up
+#: by the event loop (CANCELLED, nothing logged); one async client with a few
+#: thousand calls in flight hits that. Allow bursts of this many instead.
+_MAX_PENDING_CALLS = 20_000
 
 
 async def serve(config: ServeConfig) -> None:
@@ -53,6 +57,8 @@ async def serve(config: ServeConfig) -> None:
         options=[
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
         ],
     )
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(engine), server)
