@@ -262,7 +262,9 @@ class ScheduleMixin:
         self, *, source: str | None = None, timeout: Seconds | None = None
     ) -> list[Schedule]:
         """Every schedule in name order; `source` "api" or "file" filters."""
-        request = pb2.ListSchedulesRequest(source=_SOURCES.get(source or "", 0))
+        request = pb2.ListSchedulesRequest(
+            source=_SOURCES.get(source or "", pb2.SCHEDULE_SOURCE_UNSPECIFIED)
+        )
         response = self._call(self._schedule_stub.ListSchedules, request, self._timeout(timeout))  # type: ignore[attr-defined]
         return [schedule_from_pb(self, s) for s in response.schedules]
 
@@ -346,7 +348,9 @@ class AsyncScheduleMixin:
         self, *, source: str | None = None, timeout: Seconds | None = None
     ) -> list[Schedule]:
         """See ScheduleMixin.list_schedules."""
-        request = pb2.ListSchedulesRequest(source=_SOURCES.get(source or "", 0))
+        request = pb2.ListSchedulesRequest(
+            source=_SOURCES.get(source or "", pb2.SCHEDULE_SOURCE_UNSPECIFIED)
+        )
         response = await self._call(  # type: ignore[attr-defined]
             self._schedule_stub.ListSchedules,
             request,

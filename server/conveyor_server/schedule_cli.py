@@ -156,7 +156,9 @@ def _call(args: argparse.Namespace, fn: Callable[[Any], Any]) -> int:
 
 def _run_list(args: argparse.Namespace) -> int:
     def list_them(stub: Any) -> None:
-        request = pb2.ListSchedulesRequest(source=_SOURCE.get(args.source or "", 0))
+        request = pb2.ListSchedulesRequest(
+            source=_SOURCE.get(args.source or "", pb2.SCHEDULE_SOURCE_UNSPECIFIED)
+        )
         response = stub.ListSchedules(request, timeout=args.timeout)
         print(format_table(response.schedules))
 
@@ -224,7 +226,7 @@ def format_table(schedules: Any) -> str:
 
 def _time(schedule: pb2.Schedule, which: str) -> str:
     name = f"{which}_fire_time"
-    if not schedule.HasField(name):
+    if not schedule.HasField(name):  # type: ignore[arg-type]
         return "-"
     stamp: timestamp_pb2.Timestamp = getattr(schedule, name)
     return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ")

@@ -267,10 +267,10 @@ class ScheduleBook:
         def apply(txn: TaskTxn) -> ReconcileOutcome:
             out = ReconcileOutcome()
             wanted = {s.name: s for s in declared}
-            for current in txn.list_schedules():
-                if current.source is ScheduleSource.FILE and current.name not in wanted:
-                    txn.delete_schedule(current.name)
-                    out.removed.append(current.name)
+            for stored in txn.list_schedules():
+                if stored.source is ScheduleSource.FILE and stored.name not in wanted:
+                    txn.delete_schedule(stored.name)
+                    out.removed.append(stored.name)
             for name, schedule in wanted.items():
                 current = txn.get_schedule(name)
                 if current is None:
