@@ -15,6 +15,7 @@ from conveyor._model import (
     TaskSpec,
     TaskState,
 )
+from conveyor._schedules import MisfirePolicy, OverlapPolicy, Schedule
 from conveyor.errors import (
     ConveyorError,
     LeaseLost,
@@ -36,8 +37,11 @@ __all__ = [
     "JsonSerializer",
     "LeaseLost",
     "LeaseRef",
+    "MisfirePolicy",
+    "OverlapPolicy",
     "ResultTimeout",
     "RetryPolicy",
+    "Schedule",
     "Serializer",
     "Task",
     "TaskCancelled",

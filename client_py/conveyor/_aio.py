@@ -22,8 +22,10 @@ from conveyor._model import (
     TaskOptions,
     TaskSpec,
 )
+from conveyor._schedules import AsyncScheduleMixin
 from conveyor.errors import Unavailable, error_from_rpc
 from conveyor.v1 import (
+    schedule_service_pb2_grpc,
     task_service_pb2,
     task_service_pb2_grpc,
     worker_service_pb2,
@@ -35,7 +37,7 @@ __all__ = ["AsyncClient"]
 R = TypeVar("R")
 
 
-class AsyncClient(ClientBase):
+class AsyncClient(AsyncScheduleMixin, ClientBase):
     """An asyncio connection to a broker: one channel, any number of concurrent calls.
 
     Create and use it inside one event loop; `async with AsyncClient(...) as client:`.
@@ -62,6 +64,7 @@ class AsyncClient(ClientBase):
         )
         self._tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._workers = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
+        self._schedule_stub = schedule_service_pb2_grpc.ScheduleServiceStub(self._channel)
         self._coalescer = EnqueueCoalescer(
             lambda r: self._call(self._tasks.EnqueueBatch, r, self.default_timeout),
             lambda r: self._call(self._tasks.Enqueue, r, self.default_timeout),

@@ -20,8 +20,10 @@ from conveyor._model import (
     TaskOptions,
     TaskSpec,
 )
+from conveyor._schedules import ScheduleMixin
 from conveyor.errors import Unavailable, error_from_rpc
 from conveyor.v1 import (
+    schedule_service_pb2_grpc,
     task_service_pb2,
     task_service_pb2_grpc,
     worker_service_pb2,
@@ -33,7 +35,7 @@ __all__ = ["Client"]
 R = TypeVar("R")
 
 
-class Client(ClientBase):
+class Client(ScheduleMixin, ClientBase):
     """A blocking connection to a broker; thread-safe, one channel.
 
     Args:
@@ -58,6 +60,7 @@ class Client(ClientBase):
         )
         self._tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._workers = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
+        self._schedule_stub = schedule_service_pb2_grpc.ScheduleServiceStub(self._channel)
 
     def close(self) -> None:
         """Close the channel; calls made afterwards raise Unavailable."""

@@ -1,4 +1,4 @@
-"""`python -m conveyor_server [flags]` is `conveyor serve [flags]`; other subcommands pass through."""
+"""`python -m conveyor_server [flags]` is `conveyor serve [flags]`; other subcommands pass."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""The schedule mixins mixed into Client / AsyncClient subclasses, against a real broker."""
+"""Schedule methods of Client / AsyncClient against a real broker."""
 
 from __future__ import annotations
 
@@ -10,21 +10,11 @@ import pytest
 
 from conveyor._aio import AsyncClient
 from conveyor._client import Client
-from conveyor._schedules import AsyncScheduleMixin, MisfirePolicy, ScheduleMixin
+from conveyor._schedules import MisfirePolicy
 from conveyor.errors import AlreadyExists, InvalidArgument, NotFound
-from conveyor.v1 import schedule_service_pb2_grpc
 
-
-class ScheduleClient(ScheduleMixin, Client):
-    def __init__(self, target: str) -> None:
-        super().__init__(target)
-        self._schedule_stub = schedule_service_pb2_grpc.ScheduleServiceStub(self._channel)
-
-
-class AsyncScheduleClient(AsyncScheduleMixin, AsyncClient):
-    def __init__(self, target: str) -> None:
-        super().__init__(target)
-        self._schedule_stub = schedule_service_pb2_grpc.ScheduleServiceStub(self._channel)
+ScheduleClient = Client
+AsyncScheduleClient = AsyncClient
 
 
 def test_sync_mixin_round_trip(shared_broker):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 
 
