@@ -13,9 +13,9 @@ from conveyor_server.core.model import RetryPolicy, Task, TaskError, TaskResult,
 
 
 def set_time(target: timestamp_pb2.Timestamp, seconds: float) -> None:
-    whole = int(seconds // 1)
+    whole = int(seconds)  # times are after 1970, so int() is floor
     target.seconds = whole
-    target.nanos = min(round((seconds - whole) * 1e9), 999_999_999)
+    target.nanos = int((seconds - whole) * 1e9)
 
 
 def get_time(source: timestamp_pb2.Timestamp) -> float:
@@ -25,7 +25,7 @@ def get_time(source: timestamp_pb2.Timestamp) -> float:
 def set_duration(target: duration_pb2.Duration, seconds: float) -> None:
     whole = int(seconds)
     target.seconds = whole
-    target.nanos = round((seconds - whole) * 1e9)
+    target.nanos = int((seconds - whole) * 1e9)
 
 
 def get_duration(source: duration_pb2.Duration) -> float:
@@ -42,40 +42,61 @@ def retry_policy_to_pb(policy: RetryPolicy, out: task_pb2.RetryPolicy) -> None:
 def task_to_pb(
     task: Task, *, include_lease_token: bool = False, include_payload: bool = True
 ) -> task_pb2.Task:
-    """Encode a task; the lease token leaves only with Lease responses and store records."""
+    """Encode a whole task (GetTask, Enqueue); the lease token leaves only with leases."""
+    pb = _worker_view(task, include_payload)
+    if include_lease_token:
+        pb.lease_token = task.lease_token
+    set_time(pb.updated_at, task.updated_at)
+    retry_policy_to_pb(task.retry_policy, pb.retry_policy)
+    pb.unique_key = task.unique_key
+    set_duration(pb.unique_window, task.unique_window)
+    set_duration(pb.result_retention, task.result_retention)
+    if task.finished_at is not None:
+        set_time(pb.finished_at, task.finished_at)
+    if task.result is not None:
+        pb.result.data = task.result.data
+        pb.result.content_type = task.result.content_type
+    return pb
+
+
+def leased_task_to_pb(task: Task) -> task_pb2.Task:
+    """Encode a task handed to a worker: what a handler needs, with the lease token.
+
+    The broker-side policy fields (retry policy, uniqueness, retention, result)
+    are left out: this runs once per leased task on the hottest path, and
+    GetTask shows them.
+    """
+    pb = _worker_view(task, include_payload=True)
+    pb.lease_token = task.lease_token
+    return pb
+
+
+def _worker_view(task: Task, include_payload: bool) -> task_pb2.Task:
     pb = task_pb2.Task(
         id=task.id,
         queue=task.queue,
         kind=task.kind,
         payload=task.payload if include_payload else b"",
         content_type=task.content_type,
-        headers=task.headers,
         priority=task.priority,
         max_attempts=task.max_attempts,
-        unique_key=task.unique_key,
         state=int(task.state),  # type: ignore[arg-type]
         attempt=task.attempt,
         sequence=task.sequence,
         worker_id=task.worker_id,
         cancel_requested=task.cancel_requested,
     )
-    if include_lease_token:
-        pb.lease_token = task.lease_token
+    if task.headers:
+        pb.headers.update(task.headers)
     set_time(pb.run_at, task.run_at)
     set_time(pb.created_at, task.created_at)
-    set_time(pb.updated_at, task.updated_at)
+    set_duration(pb.lease_duration, task.lease_duration)
     if task.deadline is not None:
         set_time(pb.deadline, task.deadline)
-    retry_policy_to_pb(task.retry_policy, pb.retry_policy)
-    set_duration(pb.lease_duration, task.lease_duration)
-    set_duration(pb.unique_window, task.unique_window)
-    set_duration(pb.result_retention, task.result_retention)
     if task.leased_at is not None:
         set_time(pb.leased_at, task.leased_at)
     if task.lease_expires_at is not None:
         set_time(pb.lease_expires_at, task.lease_expires_at)
-    if task.finished_at is not None:
-        set_time(pb.finished_at, task.finished_at)
     if task.last_error is not None:
         err = task.last_error
         pb.last_error.type = err.type
@@ -83,9 +104,6 @@ def task_to_pb(
         pb.last_error.details = err.details
         pb.last_error.attempt = err.attempt
         set_time(pb.last_error.failed_at, err.failed_at)
-    if task.result is not None:
-        pb.result.data = task.result.data
-        pb.result.content_type = task.result.content_type
     return pb
 
 

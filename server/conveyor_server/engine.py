@@ -131,7 +131,7 @@ class Engine:
             # Registered before looking, so a task committed in between still wakes us.
             ready = self.waiters.for_queues(queues) if remaining > 0 else None
             try:
-                batch = await asyncio.wrap_future(
+                leasing = asyncio.wrap_future(
                     self.broker.lease(
                         queues,
                         max_tasks,
@@ -140,6 +140,13 @@ class Engine:
                         order=order,
                     )
                 )
+                try:
+                    batch = await asyncio.shield(leasing)
+                except asyncio.CancelledError:
+                    # The caller went away while the lease was being committed: give
+                    # those tasks back at once instead of letting their leases run out.
+                    leasing.add_done_callback(self._release_orphans)
+                    raise
                 self._after_lease(batch)
                 if batch.tasks or ready is None:
                     return batch.tasks
@@ -172,6 +179,16 @@ class Engine:
         outcomes = await asyncio.wrap_future(self.broker.release(leases))
         self._after_items(outcomes)
         return outcomes
+
+    def _release_orphans(self, leasing: asyncio.Future[LeaseBatch]) -> None:
+        if leasing.cancelled() or leasing.exception() is not None:
+            return
+        batch = leasing.result()
+        self._after_lease(batch)
+        if batch.tasks:
+            refs = [LeaseRef(t.id, t.lease_token) for t in batch.tasks]
+            released = asyncio.ensure_future(self.release(refs))
+            released.add_done_callback(_log_failure)
 
     # -- consequences of writes ----------------------------------------------
 
@@ -215,6 +232,11 @@ class Engine:
             self.waiters.notify_finished(outcome.finished)
             for task in outcome.finished:
                 _log_final(task)
+
+
+def _log_failure(done: asyncio.Future[object]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("could not release orphaned leases: %s", done.exception())
 
 
 def _log_final(task: Task) -> None:

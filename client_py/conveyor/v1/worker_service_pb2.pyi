@@ -109,7 +109,12 @@ class LeaseResponse(_message.Message):
     TASKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]:
-        """Leased tasks, with lease_token and lease_expires_at set."""
+        """Leased tasks, with lease_token and lease_expires_at set. Tasks handed to
+        workers carry what a handler needs (id, queue, kind, payload, headers,
+        priority, run and lease times, attempt, max_attempts, last_error...); the
+        broker-side policy fields (retry_policy, unique_key, unique_window,
+        result_retention, updated_at) are left unset here: GetTask shows them.
+        """
 
     def __init__(
         self,
@@ -513,3 +518,143 @@ class ReleaseResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReleaseResponse: _TypeAlias = ReleaseResponse  # noqa: Y015
+
+@_typing.final
+class StreamWorkRequest(_message.Message):
+    """StreamWorkRequest is one message from worker to broker on StreamWork."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_FIELD_NUMBER: _builtins.int
+    CREDITS_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    RELEASES_FIELD_NUMBER: _builtins.int
+    EXTENSIONS_FIELD_NUMBER: _builtins.int
+    credits: _builtins.int
+    """More tasks the worker is ready to take, added to the unused credits
+    (at most 10,000 unused credits are kept; more are ignored).
+    """
+    @_builtins.property
+    def open(self) -> Global___StreamWorkOpen:
+        """First message only: what to lease. Ignored later."""
+
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___AckItem]:
+        """Successes to record, as in Ack."""
+
+    @_builtins.property
+    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___FailItem]:
+        """Failed attempts to record, as in Fail."""
+
+    @_builtins.property
+    def releases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
+        """Leases to give back, as in Release."""
+
+    @_builtins.property
+    def extensions(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseExtension]:
+        """Leases to extend, as in ExtendLease."""
+
+    def __init__(
+        self,
+        *,
+        open: Global___StreamWorkOpen | None = ...,
+        credits: _builtins.int = ...,
+        acks: _abc.Iterable[Global___AckItem] | None = ...,
+        failures: _abc.Iterable[Global___FailItem] | None = ...,
+        releases: _abc.Iterable[Global___LeaseRef] | None = ...,
+        extensions: _abc.Iterable[Global___LeaseExtension] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["open", b"open"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "credits", b"credits", "extensions", b"extensions", "failures", b"failures", "open", b"open", "releases", b"releases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamWorkRequest: _TypeAlias = StreamWorkRequest  # noqa: Y015
+
+@_typing.final
+class StreamWorkOpen(_message.Message):
+    """StreamWorkOpen says what a stream leases."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_ORDER_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    """Free-form worker identity, kept on the task for operators."""
+    queue_order: Global___QueueOrder.ValueType
+    """How to pick among queues."""
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Queue names in priority order, as in LeaseRequest.queues."""
+
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """Lease length for every task pushed; absent means each task's own."""
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
+        worker_id: _builtins.str = ...,
+        queue_order: Global___QueueOrder.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "queue_order", b"queue_order", "queues", b"queues", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamWorkOpen: _TypeAlias = StreamWorkOpen  # noqa: Y015
+
+@_typing.final
+class StreamWorkResponse(_message.Message):
+    """StreamWorkResponse is one message from broker to worker on StreamWork."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    ACK_OUTCOMES_FIELD_NUMBER: _builtins.int
+    FAIL_OUTCOMES_FIELD_NUMBER: _builtins.int
+    RELEASE_OUTCOMES_FIELD_NUMBER: _builtins.int
+    EXTENSION_RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]:
+        """Newly leased tasks, as in LeaseResponse.tasks; each uses one credit."""
+
+    @_builtins.property
+    def ack_outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemOutcome]:
+        """One outcome per ack of one request, in order."""
+
+    @_builtins.property
+    def fail_outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemOutcome]:
+        """One outcome per failure of one request, in order."""
+
+    @_builtins.property
+    def release_outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemOutcome]:
+        """One outcome per release of one request, in order."""
+
+    @_builtins.property
+    def extension_results(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseExtensionResult]:
+        """One result per extension of one request, in order."""
+
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[_task_pb2.Task] | None = ...,
+        ack_outcomes: _abc.Iterable[Global___ItemOutcome] | None = ...,
+        fail_outcomes: _abc.Iterable[Global___ItemOutcome] | None = ...,
+        release_outcomes: _abc.Iterable[Global___ItemOutcome] | None = ...,
+        extension_results: _abc.Iterable[Global___LeaseExtensionResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_outcomes", b"ack_outcomes", "extension_results", b"extension_results", "fail_outcomes", b"fail_outcomes", "release_outcomes", b"release_outcomes", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamWorkResponse: _TypeAlias = StreamWorkResponse  # noqa: Y015

@@ -72,6 +72,11 @@ class WorkerServiceStub:
                 request_serializer=conveyor_dot_v1_dot_worker__service__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_worker__service__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.StreamWork = channel.stream_stream(
+                '/conveyor.v1.WorkerService/StreamWork',
+                request_serializer=conveyor_dot_v1_dot_worker__service__pb2.StreamWorkRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_worker__service__pb2.StreamWorkResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -145,6 +150,26 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamWork(self, request_iterator, context):
+        """StreamWork is the high-throughput worker path: one long-lived stream per
+        worker, on which the broker pushes tasks and the worker reports outcomes.
+        The first request must carry `open` (queues, lease duration, worker id).
+        The worker grants credits (how many more tasks it can take); the broker
+        leases and pushes READY tasks as soon as there are credits to use, never
+        more than granted. Acks, failures, releases and lease extensions may ride
+        on any request (typically with the credits their slots free); their
+        outcomes come back, one per item, in a later response. Tasks pushed on a
+        stream are ordinary leases with fencing tokens: if the stream breaks, they
+        run again once their leases run out. The unary calls above remain for
+        simple clients; both paths can be mixed.
+        Errors (they end the stream): INVALID_ARGUMENT (the first request has no
+        `open`, or `open` is malformed), RESOURCE_EXHAUSTED (too many waiting
+        calls), UNAVAILABLE (the broker is shutting down).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +197,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=conveyor_dot_v1_dot_worker__service__pb2.ReleaseRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_worker__service__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'StreamWork': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamWork,
+                    request_deserializer=conveyor_dot_v1_dot_worker__service__pb2.StreamWorkRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_worker__service__pb2.StreamWorkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -322,6 +352,33 @@ class WorkerService:
             '/conveyor.v1.WorkerService/Release',
             conveyor_dot_v1_dot_worker__service__pb2.ReleaseRequest.SerializeToString,
             conveyor_dot_v1_dot_worker__service__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamWork(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/conveyor.v1.WorkerService/StreamWork',
+            conveyor_dot_v1_dot_worker__service__pb2.StreamWorkRequest.SerializeToString,
+            conveyor_dot_v1_dot_worker__service__pb2.StreamWorkResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,22 @@ class WorkerServiceStub:
     cancel was requested. Errors per item: INVALID_ARGUMENT, NOT_FOUND,
     FAILED_PRECONDITION.
     """
+    StreamWork: _grpc.StreamStreamMultiCallable[_worker_service_pb2.StreamWorkRequest, _worker_service_pb2.StreamWorkResponse]
+    """StreamWork is the high-throughput worker path: one long-lived stream per
+    worker, on which the broker pushes tasks and the worker reports outcomes.
+    The first request must carry `open` (queues, lease duration, worker id).
+    The worker grants credits (how many more tasks it can take); the broker
+    leases and pushes READY tasks as soon as there are credits to use, never
+    more than granted. Acks, failures, releases and lease extensions may ride
+    on any request (typically with the credits their slots free); their
+    outcomes come back, one per item, in a later response. Tasks pushed on a
+    stream are ordinary leases with fencing tokens: if the stream breaks, they
+    run again once their leases run out. The unary calls above remain for
+    simple clients; both paths can be mixed.
+    Errors (they end the stream): INVALID_ARGUMENT (the first request has no
+    `open`, or `open` is malformed), RESOURCE_EXHAUSTED (too many waiting
+    calls), UNAVAILABLE (the broker is shutting down).
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -134,6 +150,22 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     is shutting down): they are READY again at once, or CANCELLED if a
     cancel was requested. Errors per item: INVALID_ARGUMENT, NOT_FOUND,
     FAILED_PRECONDITION.
+    """
+    StreamWork: _aio.StreamStreamMultiCallable[_worker_service_pb2.StreamWorkRequest, _worker_service_pb2.StreamWorkResponse]  # type: ignore[assignment]
+    """StreamWork is the high-throughput worker path: one long-lived stream per
+    worker, on which the broker pushes tasks and the worker reports outcomes.
+    The first request must carry `open` (queues, lease duration, worker id).
+    The worker grants credits (how many more tasks it can take); the broker
+    leases and pushes READY tasks as soon as there are credits to use, never
+    more than granted. Acks, failures, releases and lease extensions may ride
+    on any request (typically with the credits their slots free); their
+    outcomes come back, one per item, in a later response. Tasks pushed on a
+    stream are ordinary leases with fencing tokens: if the stream breaks, they
+    run again once their leases run out. The unary calls above remain for
+    simple clients; both paths can be mixed.
+    Errors (they end the stream): INVALID_ARGUMENT (the first request has no
+    `open`, or `open` is malformed), RESOURCE_EXHAUSTED (too many waiting
+    calls), UNAVAILABLE (the broker is shutting down).
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -215,6 +247,28 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         is shutting down): they are READY again at once, or CANCELLED if a
         cancel was requested. Errors per item: INVALID_ARGUMENT, NOT_FOUND,
         FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamWork(
+        self,
+        request_iterator: _MaybeAsyncIterator[_worker_service_pb2.StreamWorkRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_worker_service_pb2.StreamWorkResponse], _abc.AsyncIterator[_worker_service_pb2.StreamWorkResponse]]:
+        """StreamWork is the high-throughput worker path: one long-lived stream per
+        worker, on which the broker pushes tasks and the worker reports outcomes.
+        The first request must carry `open` (queues, lease duration, worker id).
+        The worker grants credits (how many more tasks it can take); the broker
+        leases and pushes READY tasks as soon as there are credits to use, never
+        more than granted. Acks, failures, releases and lease extensions may ride
+        on any request (typically with the credits their slots free); their
+        outcomes come back, one per item, in a later response. Tasks pushed on a
+        stream are ordinary leases with fencing tokens: if the stream breaks, they
+        run again once their leases run out. The unary calls above remain for
+        simple clients; both paths can be mixed.
+        Errors (they end the stream): INVALID_ARGUMENT (the first request has no
+        `open`, or `open` is malformed), RESOURCE_EXHAUSTED (too many waiting
+        calls), UNAVAILABLE (the broker is shutting down).
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

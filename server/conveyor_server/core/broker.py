@@ -236,7 +236,7 @@ class Broker:
         Raises:
             InvalidArgument: no queues, a bad name, a bad duration, too many tasks.
         """
-        self._check_lease_request(queues, max_tasks, lease_duration, worker_id)
+        self.check_lease_request(queues, max_tasks, lease_duration, worker_id)
         now = self.clock.now()
         ordered = list(queues)
         if order is QueueOrder.ROUND_ROBIN and len(ordered) > 1:
@@ -265,13 +265,14 @@ class Broker:
 
         return self.store.write(apply)
 
-    def _check_lease_request(
+    def check_lease_request(
         self,
         queues: Sequence[str],
         max_tasks: int,
         lease_duration: float | None,
         worker_id: str,
     ) -> None:
+        """Raises InvalidArgument naming the field if a lease request is malformed."""
         s = self.settings
         if not queues:
             raise InvalidArgument("queues: name at least one queue")

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from conveyor.v1 import task_pb2, task_service_pb2, worker_service_pb2
-from conveyor_server.codec import get_duration, get_time, set_time, task_to_pb
+from conveyor_server.codec import (
+    get_duration,
+    get_time,
+    set_time,
+    task_to_pb,
+)
 from conveyor_server.core.errors import ConveyorError, InvalidArgument
 from conveyor_server.core.model import (
     Ack,
@@ -16,7 +21,6 @@ from conveyor_server.core.model import (
     LeaseRef,
     QueueOrder,
     RetryPolicy,
-    Task,
     TaskResult,
     TaskSpec,
 )
@@ -94,24 +98,25 @@ def lease_ref_from_pb(pb: worker_service_pb2.LeaseRef) -> LeaseRef:
     return LeaseRef(task_id=pb.task_id, lease_token=pb.lease_token)
 
 
-def extensions_from_pb(pb: worker_service_pb2.ExtendLeaseRequest) -> list[Extension]:
+def extensions_from_pb(
+    items: Sequence[worker_service_pb2.LeaseExtension],
+) -> list[Extension]:
     return [
-        Extension(lease_ref_from_pb(e.lease), optional_duration(e, "lease_duration"))
-        for e in pb.leases
+        Extension(lease_ref_from_pb(e.lease), optional_duration(e, "lease_duration")) for e in items
     ]
 
 
-def acks_from_pb(pb: worker_service_pb2.AckRequest) -> list[Ack]:
+def acks_from_pb(items: Sequence[worker_service_pb2.AckItem]) -> list[Ack]:
     return [
         Ack(
             lease_ref_from_pb(a.lease),
             TaskResult(data=a.result.data, content_type=a.result.content_type),
         )
-        for a in pb.acks
+        for a in items
     ]
 
 
-def failures_from_pb(pb: worker_service_pb2.FailRequest) -> list[Failure]:
+def failures_from_pb(items: Sequence[worker_service_pb2.FailItem]) -> list[Failure]:
     return [
         Failure(
             lease=lease_ref_from_pb(f.lease),
@@ -121,17 +126,15 @@ def failures_from_pb(pb: worker_service_pb2.FailRequest) -> list[Failure]:
             is_retryable=f.retryable if f.HasField("retryable") else True,
             retry_delay=optional_duration(f, "retry_delay"),
         )
-        for f in pb.failures
+        for f in items
     ]
 
 
-def leased_task_to_pb(task: Task) -> task_pb2.Task:
-    return task_to_pb(task, include_lease_token=True)
-
-
-def item_outcomes_to_pb(outcomes: Sequence[ItemOutcome]) -> list[worker_service_pb2.ItemOutcome]:
-    """One ItemOutcome per item; a lone failed item becomes the call's own status."""
-    if len(outcomes) == 1 and outcomes[0].error is not None:
+def item_outcomes_to_pb(
+    outcomes: Sequence[ItemOutcome], *, is_unary: bool = True
+) -> list[worker_service_pb2.ItemOutcome]:
+    """One ItemOutcome per item; in a unary call a lone failed item becomes the call's status."""
+    if is_unary and len(outcomes) == 1 and outcomes[0].error is not None:
         raise outcomes[0].error
     return [_item_outcome(o) for o in outcomes]
 
@@ -149,10 +152,11 @@ def _item_outcome(outcome: ItemOutcome) -> worker_service_pb2.ItemOutcome:
 
 
 def extend_results_to_pb(
-    outcomes: Sequence[ItemOutcome],
+    outcomes: Sequence[ItemOutcome], *, is_unary: bool = True
 ) -> list[worker_service_pb2.LeaseExtensionResult]:
     results = []
-    for pb_outcome, outcome in zip(item_outcomes_to_pb(outcomes), outcomes, strict=True):
+    pb_outcomes = item_outcomes_to_pb(outcomes, is_unary=is_unary)
+    for pb_outcome, outcome in zip(pb_outcomes, outcomes, strict=True):
         result = worker_service_pb2.LeaseExtensionResult(outcome=pb_outcome)
         task = outcome.task
         if task is not None and task.lease_expires_at is not None:

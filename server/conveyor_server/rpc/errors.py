@@ -51,9 +51,23 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or handler.unary_unary is None or method.startswith(_ALWAYS_SERVED):
+        if handler is None or method.startswith(_ALWAYS_SERVED):
             return handler
-        inner = handler.unary_unary
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._guard_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._guard_stream(handler.stream_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _guard_unary(self, inner: Any, method: str) -> Any:
         is_stopping = self._is_stopping
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -61,17 +75,32 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
             try:
                 return await inner(request, context)
-            except errors.ConveyorError as exc:
-                code, message = status_for(exc)
-                await context.abort(code, message)
-            except grpc.aio.AbortError:
-                raise
-            except Exception:
-                log.exception("internal error in %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see broker log")
+            except Exception as exc:
+                await _abort_with(context, exc, method)
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return guarded
+
+    def _guard_stream(self, inner: Any, method: str) -> Any:
+        is_stopping = self._is_stopping
+
+        async def guarded(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            if is_stopping():
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
+            try:
+                async for response in inner(requests, context):
+                    yield response
+            except Exception as exc:
+                await _abort_with(context, exc, method)
+
+        return guarded
+
+
+async def _abort_with(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
+    """End the call with the status the error maps to (INTERNAL, logged, for the unexpected)."""
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    if isinstance(exc, errors.ConveyorError):
+        code, message = status_for(exc)
+        await context.abort(code, message)
+    log.error("internal error in %s", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see broker log")

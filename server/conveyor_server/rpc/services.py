@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
 from conveyor.v1 import (
@@ -10,9 +12,10 @@ from conveyor.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from conveyor_server.codec import task_to_pb
+from conveyor_server.codec import leased_task_to_pb, task_to_pb
 from conveyor_server.engine import Engine
 from conveyor_server.rpc import convert
+from conveyor_server.rpc.work_stream import WorkStream
 
 _Ctx = grpc.aio.ServicerContext
 
@@ -76,12 +79,12 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             convert.queue_order_from_pb(request.queue_order),
             convert.wait_seconds(request),
         )
-        return worker_service_pb2.LeaseResponse(tasks=[convert.leased_task_to_pb(t) for t in tasks])
+        return worker_service_pb2.LeaseResponse(tasks=[leased_task_to_pb(t) for t in tasks])
 
     async def ExtendLease(
         self, request: worker_service_pb2.ExtendLeaseRequest, context: _Ctx
     ) -> worker_service_pb2.ExtendLeaseResponse:
-        outcomes = await self._engine.extend(convert.extensions_from_pb(request))
+        outcomes = await self._engine.extend(convert.extensions_from_pb(request.leases))
         return worker_service_pb2.ExtendLeaseResponse(
             results=convert.extend_results_to_pb(outcomes)
         )
@@ -89,13 +92,13 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     async def Ack(
         self, request: worker_service_pb2.AckRequest, context: _Ctx
     ) -> worker_service_pb2.AckResponse:
-        outcomes = await self._engine.ack(convert.acks_from_pb(request))
+        outcomes = await self._engine.ack(convert.acks_from_pb(request.acks))
         return worker_service_pb2.AckResponse(outcomes=convert.item_outcomes_to_pb(outcomes))
 
     async def Fail(
         self, request: worker_service_pb2.FailRequest, context: _Ctx
     ) -> worker_service_pb2.FailResponse:
-        outcomes = await self._engine.fail(convert.failures_from_pb(request))
+        outcomes = await self._engine.fail(convert.failures_from_pb(request.failures))
         return worker_service_pb2.FailResponse(outcomes=convert.item_outcomes_to_pb(outcomes))
 
     async def Release(
@@ -104,3 +107,13 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         leases = [convert.lease_ref_from_pb(ref) for ref in request.leases]
         outcomes = await self._engine.release(leases)
         return worker_service_pb2.ReleaseResponse(outcomes=convert.item_outcomes_to_pb(outcomes))
+
+    async def StreamWork(
+        self, request_iterator: AsyncIterator[worker_service_pb2.StreamWorkRequest], context: _Ctx
+    ) -> AsyncIterator[worker_service_pb2.StreamWorkResponse]:
+        opening = await anext(aiter(request_iterator), None)
+        if opening is None:
+            return
+        stream = WorkStream(self._engine, opening)
+        async for response in stream.run(opening, request_iterator):
+            yield response

@@ -1,0 +1,145 @@
+"""StreamWork: one worker's long-lived stream. Tasks go out as credits allow; outcomes come back.
+
+Two coroutines share a session: the reader applies each request (its credits
+at once, its acks/failures/releases/extensions as engine writes whose
+outcomes are queued for sending), and the leaser long-polls the engine for as
+many tasks as there are unused credits. Everything leaves through one queue,
+so the handler is the only writer on the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
+
+from conveyor.v1 import worker_service_pb2
+from conveyor_server.codec import leased_task_to_pb
+from conveyor_server.core.errors import InvalidArgument
+from conveyor_server.core.model import ItemOutcome
+from conveyor_server.engine import Engine
+from conveyor_server.rpc import convert
+
+MAX_UNUSED_CREDITS = 10_000
+_WS = worker_service_pb2
+
+
+class WorkStream:
+    """The state of one StreamWork call."""
+
+    def __init__(self, engine: Engine, opening: _WS.StreamWorkRequest) -> None:
+        if not opening.HasField("open"):
+            raise InvalidArgument("open: the first StreamWork request must say what to lease")
+        spec = opening.open
+        self._engine = engine
+        self._queues = list(spec.queues)
+        self._lease_duration = convert.optional_duration(spec, "lease_duration")
+        self._worker_id = spec.worker_id
+        self._order = convert.queue_order_from_pb(spec.queue_order)
+        # Validate now so a bad `open` ends the stream at once with INVALID_ARGUMENT.
+        engine.broker.check_lease_request(self._queues, 1, self._lease_duration, self._worker_id)
+        self._credits = 0
+        self._has_credits = asyncio.Event()
+        self._outbox: asyncio.Queue[_WS.StreamWorkResponse | BaseException | None] = asyncio.Queue()
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def run(
+        self, opening: _WS.StreamWorkRequest, requests: AsyncIterator[_WS.StreamWorkRequest]
+    ) -> AsyncIterator[_WS.StreamWorkResponse]:
+        reader = asyncio.ensure_future(self._read(opening, requests))
+        leaser = asyncio.ensure_future(self._lease_forever())
+        try:
+            while True:
+                message = await self._outbox.get()
+                if message is None:
+                    return
+                if isinstance(message, BaseException):
+                    raise message
+                yield message
+        finally:
+            for task in (reader, leaser, *self._pending):
+                task.cancel()
+            await asyncio.gather(reader, leaser, *self._pending, return_exceptions=True)
+
+    async def _read(
+        self, opening: _WS.StreamWorkRequest, requests: AsyncIterator[_WS.StreamWorkRequest]
+    ) -> None:
+        try:
+            self._apply(opening)
+            async for request in requests:
+                self._apply(request)
+            if self._pending:  # the worker half-closed: send the last outcomes, then end
+                await asyncio.gather(*self._pending, return_exceptions=True)
+            self._outbox.put_nowait(None)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # reported by run(), which ends the stream with it
+            self._outbox.put_nowait(exc)
+
+    def _apply(self, request: _WS.StreamWorkRequest) -> None:
+        if request.credits:
+            self._credits = min(self._credits + request.credits, MAX_UNUSED_CREDITS)
+            self._has_credits.set()
+        engine = self._engine
+        if request.acks:
+            self._spawn(self._report(engine.ack(convert.acks_from_pb(request.acks)), "ack"))
+        if request.failures:
+            failures = convert.failures_from_pb(request.failures)
+            self._spawn(self._report(engine.fail(failures), "fail"))
+        if request.releases:
+            leases = [convert.lease_ref_from_pb(ref) for ref in request.releases]
+            self._spawn(self._report(engine.release(leases), "release"))
+        if request.extensions:
+            extensions = convert.extensions_from_pb(request.extensions)
+            self._spawn(self._report(engine.extend(extensions), "extend"))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _report(self, writing: Awaitable[list[ItemOutcome]], kind: str) -> None:
+        try:
+            outcomes = await writing
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # e.g. the store is full: end the stream with it
+            self._outbox.put_nowait(exc)
+            return
+        response = _WS.StreamWorkResponse()
+        if kind == "extend":
+            results = convert.extend_results_to_pb(outcomes, is_unary=False)
+            response.extension_results.extend(results)
+        else:
+            items = convert.item_outcomes_to_pb(outcomes, is_unary=False)
+            getattr(response, f"{kind}_outcomes").extend(items)
+        self._outbox.put_nowait(response)
+
+    async def _lease_forever(self) -> None:
+        engine = self._engine
+        try:
+            while True:
+                while self._credits <= 0:
+                    self._has_credits.clear()
+                    await self._has_credits.wait()
+                tasks = await engine.lease(
+                    self._queues,
+                    min(self._credits, engine.settings.max_batch),
+                    self._lease_duration,
+                    self._worker_id,
+                    self._order,
+                    engine.settings.max_wait,
+                )
+                if tasks:
+                    self._credits -= len(tasks)
+                    self._outbox.put_nowait(
+                        _WS.StreamWorkResponse(tasks=[leased_task_to_pb(t) for t in tasks])
+                    )
+                elif engine.is_stopping:
+                    self._outbox.put_nowait(None)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                self._outbox.put_nowait(exc)
