@@ -59,6 +59,18 @@ def task_to_pb(
     return pb
 
 
+def enqueued_task_to_pb(task: Task) -> task_pb2.Task:
+    """Encode a task just created: what a producer reads back, without the policy fields.
+
+    Like leased_task_to_pb this runs once per task on a hot path (EnqueueBatch);
+    the policy fields are the ones the producer just sent, and GetTask shows them.
+    """
+    pb = _worker_view(task, include_payload=True)
+    set_time(pb.updated_at, task.updated_at)
+    pb.unique_key = task.unique_key
+    return pb
+
+
 def leased_task_to_pb(task: Task) -> task_pb2.Task:
     """Encode a task handed to a worker: what a handler needs, with the lease token.
 

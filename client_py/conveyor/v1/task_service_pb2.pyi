@@ -62,7 +62,11 @@ class EnqueueResponse(_message.Message):
     """
     @_builtins.property
     def task(self) -> _task_pb2.Task:
-        """The task as stored."""
+        """The task as stored. A newly created task leaves out the policy fields the
+        producer just sent (retry_policy, unique_window, result_retention,
+        lease_duration stays); an existing duplicate comes back whole. GetTask
+        always returns every field.
+        """
 
     def __init__(
         self,

@@ -84,7 +84,8 @@ class Broker:
         """
         now = self.clock.now()
         validation.check_spec(spec, self.settings, now)
-        return _first(self._enqueue([spec], now, reject_duplicate))
+        create = self._enqueue_fn([spec], now, reject_duplicate)
+        return self.store.write(lambda txn: create(txn)[0], is_growth=True)
 
     def enqueue_batch(
         self, specs: Sequence[TaskSpec], *, reject_duplicate: bool = False
@@ -103,11 +104,12 @@ class Broker:
             )
         for index, spec in enumerate(specs):
             validation.check_spec(spec, self.settings, now, prefix=f"tasks[{index}].")
-        return self._enqueue(list(specs), now, reject_duplicate)
+        create = self._enqueue_fn(list(specs), now, reject_duplicate)
+        return self.store.write(create, is_growth=True)
 
-    def _enqueue(
+    def _enqueue_fn(
         self, specs: list[TaskSpec], now: float, reject_duplicate: bool
-    ) -> Future[list[EnqueueOutcome]]:
+    ) -> Callable[[TaskTxn], list[EnqueueOutcome]]:
         def apply(txn: TaskTxn) -> list[EnqueueOutcome]:
             outcomes = []
             for spec in specs:
@@ -117,7 +119,7 @@ class Broker:
                 outcomes.append(outcome)
             return outcomes
 
-        return self.store.write(apply, is_growth=True)
+        return apply
 
     def create_task(self, txn: TaskTxn, spec: TaskSpec, now: float) -> EnqueueOutcome:
         """Create one task inside a running write function, or find its duplicate.
@@ -501,17 +503,3 @@ def _requeue(task: Task, run_at: float, now: float) -> None:
     task.run_at = run_at
     task.state = TaskState.SCHEDULED if run_at > now else TaskState.READY
     task.updated_at = now
-
-
-def _first(future: Future[list[T]]) -> Future[T]:
-    out: Future[T] = Future()
-
-    def copy(done: Future[list[T]]) -> None:
-        exc = done.exception()
-        if exc is not None:
-            out.set_exception(exc)
-        else:
-            out.set_result(done.result()[0])
-
-    future.add_done_callback(copy)
-    return out

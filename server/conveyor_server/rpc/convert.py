@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from conveyor.v1 import task_pb2, task_service_pb2, worker_service_pb2
 from conveyor_server.codec import (
+    enqueued_task_to_pb,
     get_duration,
     get_time,
     set_time,
@@ -80,9 +81,10 @@ def wait_seconds(message: object) -> float:
 
 
 def enqueue_response(outcome: EnqueueOutcome) -> task_service_pb2.EnqueueResponse:
-    return task_service_pb2.EnqueueResponse(
-        task=task_to_pb(outcome.task), duplicate=outcome.duplicate
-    )
+    """A new task comes back lean; an existing duplicate whole (its state may be final)."""
+    if outcome.duplicate:
+        return task_service_pb2.EnqueueResponse(task=task_to_pb(outcome.task), duplicate=True)
+    return task_service_pb2.EnqueueResponse(task=enqueued_task_to_pb(outcome.task))
 
 
 def queue_order_from_pb(value: int) -> QueueOrder:

@@ -25,6 +25,7 @@ class TaskTxn:
     def __init__(self, kv: KvTxn) -> None:
         self._kv = kv
         self._loaded: dict[str, set[tuple[str, bytes, bytes]]] = {}
+        self._sequence: int | None = None
 
     def get_task(self, task_id: str) -> Task | None:
         data = self._kv.get("tasks", task_id.encode())
@@ -98,10 +99,12 @@ class TaskTxn:
         self._kv.delete("unique", keys.unique_key(queue, unique_key))
 
     def next_sequence(self) -> int:
-        data = self._kv.get("meta", b"sequence")
-        value = (keys.unpack_u64(data) if data is not None else 0) + 1
-        self._kv.put("meta", b"sequence", keys.pack_u64(value))
-        return value
+        if self._sequence is None:
+            data = self._kv.get("meta", b"sequence")
+            self._sequence = keys.unpack_u64(data) if data is not None else 0
+        self._sequence += 1
+        self._kv.put("meta", b"sequence", keys.pack_u64(self._sequence))
+        return self._sequence
 
     # -- schedules -------------------------------------------------------------
 
