@@ -32,6 +32,7 @@ from conveyor_server.rpc.schedule_service import ScheduleServicer
 from conveyor_server.rpc.services import TaskServicer, WorkerServicer
 from conveyor_server.schedule_file import ScheduleFileWatcher
 from conveyor_server.scheduler import CronScheduler
+from conveyor_server.security import TokenAuthInterceptor, server_credentials
 from conveyor_server.store.lmdb_store import LmdbStore
 
 log = logging.getLogger("conveyor")
@@ -53,7 +54,10 @@ async def serve(config: ServeConfig) -> None:
     store = LmdbStore(config.data_dir, durable=config.is_durable, max_bytes=config.max_store_bytes)
     engine = Engine(Broker(store, SystemClock(), config.broker), config.max_waiters)
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(lambda: engine.is_stopping)],
+        interceptors=[
+            *([TokenAuthInterceptor(config.auth_tokens)] if config.auth_tokens else []),
+            ErrorInterceptor(lambda: engine.is_stopping),
+        ],
         options=[
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
@@ -86,8 +90,12 @@ async def serve(config: ServeConfig) -> None:
             store.close()
             raise
     try:
-        port = server.add_insecure_port(config.listen)
-    except RuntimeError as exc:
+        if config.tls_cert:
+            credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+            port = server.add_secure_port(config.listen, credentials)
+        else:
+            port = server.add_insecure_port(config.listen)
+    except (RuntimeError, OSError) as exc:
         store.close()
         raise SystemExit(f"conveyor: cannot listen on {config.listen}: {exc}") from None
     await server.start()
@@ -97,11 +105,13 @@ async def serve(config: ServeConfig) -> None:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = config.listen.rsplit(":", 1)[0]
     log.info(
-        "conveyor serving on %s:%d, data in %s (durability %s)",
+        "conveyor serving on %s:%d, data in %s (durability %s, tls %s, token auth %s)",
         host,
         port,
         store.path,
         config.durability,
+        "mutual" if config.tls_client_ca else "on" if config.tls_cert else "off",
+        "on" if config.auth_tokens else "off",
     )
     print(f"conveyor serving on {host}:{port}", file=sys.stdout, flush=True)
 

@@ -130,12 +130,30 @@ def _add_serve(subparsers: Any) -> None:
         default=_DEFAULTS.schedules_file,
         help="TOML file of schedules, reapplied when it changes or on SIGHUP",
     )
+    _env_option(p, "--tls-cert", default="", help="PEM certificate chain: serve TLS")
+    _env_option(p, "--tls-key", default="", help="PEM private key of --tls-cert")
+    _env_option(
+        p, "--tls-client-ca", default="", help="PEM CA: require client certificates it signed"
+    )
+    _env_option(
+        p,
+        "--auth-token",
+        default="",
+        help="require 'authorization: Bearer <token>'; several tokens comma-separated",
+    )
     p.set_defaults(run=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     from conveyor_server.app import serve
     from conveyor_server.core.errors import ConveyorError
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("conveyor: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    if args.tls_client_ca and not args.tls_cert:
+        print("conveyor: --tls-client-ca needs --tls-cert and --tls-key", file=sys.stderr)
+        return 2
 
     config = ServeConfig(
         listen=args.listen,
@@ -146,6 +164,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         shutdown_grace=args.shutdown_grace,
         log_level=args.log_level,
         schedules_file=args.schedules,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        auth_tokens=tuple(t.strip() for t in args.auth_token.split(",") if t.strip()),
         broker=replace(
             _BROKER,
             max_payload_bytes=args.max_payload_bytes,

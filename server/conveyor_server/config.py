@@ -41,6 +41,10 @@ class ServeConfig:
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
     schedules_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    auth_tokens: tuple[str, ...] = ()
     broker: BrokerSettings = field(default_factory=BrokerSettings)
 
     @property
