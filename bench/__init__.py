@@ -1,1 +1,1 @@
-"""Conveyor benchmarks: start a broker on a temp dir and measure throughput."""
+"""Conveyor's benchmark suite: fresh brokers, fixed counts, medians, CPU per process."""

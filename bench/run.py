@@ -1,77 +1,130 @@
-"""Runs the scenarios against a fresh broker and prints a table (median of --repeat runs)."""
+"""`conveyor bench` / `python -m bench`: run the scenarios against fresh brokers and print
+Markdown tables of the medians over `--repeat` runs (paste-ready for docs/performance.md)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
 import statistics
-import tempfile
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+import traceback
+from pathlib import Path
 from typing import Any
 
-from bench import scenarios
-from conveyor_server.testing import BrokerProcess
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+from bench.common import RunConfig
+from bench.measure import Sample
+from bench.scenarios import SCENARIOS, _timing
+from bench.sizes import SIZES, sizes_for
+from bench.table import depth_table, main_table, summarize
 
 
-def _measure(broker: BrokerProcess, run: Callable[[], Awaitable[int]]) -> tuple[float, float]:
-    """Tasks per second, and broker CPU microseconds per task."""
-    assert broker.process is not None
-    cpu_before = _cpu_seconds(broker.process.pid)
-    started = time.perf_counter()
-    moved = asyncio.run(run())
-    elapsed = time.perf_counter() - started
-    cpu = _cpu_seconds(broker.process.pid) - cpu_before
-    return moved / elapsed, cpu / moved * 1e6
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        help="run only this scenario (repeatable); default: all",
+    )
+    parser.add_argument("--size", choices=list(SIZES), default="default", help="preset counts")
+    parser.add_argument(
+        "--count", type=int, help="override the preset: single enqueues (others scale from it)"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
+    parser.add_argument("--durability", choices=["sync", "nosync"], default="sync")
+    parser.add_argument("--enqueue-concurrency", type=int, default=128, metavar="N")
+    parser.add_argument("--drain-concurrency", type=int, default=64, metavar="N")
+    parser.add_argument("--drain-prefetch", type=int, default=0, metavar="N")
+    parser.add_argument("--drain-handler", choices=["sync", "async"], default="async")
+    parser.add_argument("--drain-processes", type=int, default=1, metavar="N")
+    parser.add_argument(
+        "--drain-transport", choices=["auto", "stream", "unary"], help="default: the SDK's"
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy the broker during each timed window of the first run (raw stacks in DIR)",
+    )
 
 
-def run_once(count: int, durability: str) -> dict[str, tuple[float, float]]:
-    results: dict[str, tuple[float, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as data_dir:
-        broker = BrokerProcess(data_dir, ["--durability", durability, "--log-level", "WARNING"])
-        address = broker.start()
+def _run_scenario(
+    name: str, args: Any, config: RunConfig
+) -> tuple[list[list[Sample]], dict[str, float]]:
+    sizes = sizes_for(args.size, args.count)
+    runs: list[list[Sample]] = []
+    extras: list[dict[str, float]] = []
+    for i in range(args.repeat):
+        _timing.PROFILE_DIR = args.profile if i == 0 else None
+        samples, extra = SCENARIOS[name](sizes, config)
+        runs.append(samples)
+        extras.append(extra)
+    _timing.PROFILE_DIR = None
+    merged = {key: statistics.median(e[key] for e in extras) for key in extras[0]}
+    return runs, merged
+
+
+def run(args: Any) -> int:
+    config = RunConfig(
+        durability=args.durability,
+        enqueue_concurrency=args.enqueue_concurrency,
+        drain_concurrency=args.drain_concurrency,
+        drain_prefetch=args.drain_prefetch,
+        drain_handler=args.drain_handler,
+        drain_processes=args.drain_processes,
+        drain_transport=args.drain_transport,
+    )
+    started = time.monotonic()
+    rows: list[dict[str, object]] = []
+    extras: dict[str, float] = {}
+    failed: list[str] = []
+    for name in args.scenario or list(SCENARIOS):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
         try:
-            results["enqueue, 1 per call, 64 in flight"] = _measure(
-                broker, lambda: scenarios.enqueue_unary(address, count, 64, "unary")
-            )
-            results["enqueue, EnqueueBatch of 100, 4 in flight"] = _measure(
-                broker, lambda: scenarios.enqueue_batches(address, count * 5, 100, 4, "batch")
-            )
-            results["drain, Lease(100) + batched Ack, 2 in flight"] = _measure(
-                broker, lambda: scenarios.drain(address, count * 5, 100, 2, "batch")
-            )
-        finally:
-            broker.stop()
-    return results
+            runs, extra = _run_scenario(name, args, config)
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        rows += summarize(runs)
+        extras.update(extra)
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"\nConveyor bench: size={args.size}, durability={args.durability}, median of "
+        f"{args.repeat} run(s); {os.cpu_count()} CPUs, load {load} at the end; "
+        f"commit {_commit()}; {time.monotonic() - started:.0f} s\n"
+    )
+    print(main_table(rows))
+    if extras:
+        print()
+        print(depth_table(rows, extras))
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "depth": extras}, indent=2))
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _commit() -> str:
+    """The code measured, so a table can be matched to a commit (dirty: uncommitted edits)."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="conveyor bench", description=__doc__)
     add_arguments(parser)
-    run(parser.parse_args(argv))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--count", type=int, default=5000, help="tasks in the unary scenario")
-    parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
-    parser.add_argument("--durability", choices=["sync", "nosync"], default="sync")
-
-
-def run(args: Any) -> int:
-    runs = [run_once(args.count, args.durability) for _ in range(args.repeat)]
-    print(f"\nConveyor bench: durability={args.durability}, median of {args.repeat} run(s)")
-    print(f"{'scenario':48} {'tasks/s':>10} {'broker CPU µs/task':>20}")
-    for name in runs[0]:
-        rate = statistics.median(r[name][0] for r in runs)
-        cpu = statistics.median(r[name][1] for r in runs)
-        print(f"{name:48} {rate:>10,.0f} {cpu:>20.0f}")
-    return 0
+    sys.exit(run(parser.parse_args(argv)))

@@ -1,0 +1,94 @@
+"""What every scenario shares: the payload, a fresh broker, pre-filling a queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from conveyor import AsyncClient, Task
+from conveyor.v1 import task_pb2
+from conveyor_server.testing import BrokerProcess
+
+KIND = "bench.noop"
+#: A ~100-byte JSON payload, as in the issue's targets.
+PAYLOAD_OBJ = {"user_id": 123456, "action": "resize", "path": "/img/" + "a" * 50}
+PAYLOAD = json.dumps(PAYLOAD_OBJ).encode()
+#: Per-call deadline for bench clients: a stuck call fails the run instead of hanging it.
+CALL_TIMEOUT = 60.0
+
+
+def spec(queue: str) -> task_pb2.TaskSpec:
+    return task_pb2.TaskSpec(
+        queue=queue, kind=KIND, payload=PAYLOAD, content_type="application/json"
+    )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings every scenario gets from the command line."""
+
+    durability: str
+    enqueue_concurrency: int
+    drain_concurrency: int
+    drain_prefetch: int
+    drain_handler: str
+    drain_processes: int
+    drain_transport: str | None = None  # Worker(transport=...); None: the SDK default
+
+
+@contextmanager
+def running_broker(durability: str) -> Iterator[BrokerProcess]:
+    """A broker on a fresh temp dir, so no scenario sees another's leftovers."""
+    with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as data_dir:
+        broker = BrokerProcess(data_dir, ["--durability", durability, "--log-level", "WARNING"])
+        broker.start()
+        try:
+            yield broker
+        finally:
+            if broker.process is not None and broker.process.poll() is None:
+                broker.stop()
+            broker.kill()
+
+
+def pid(broker: BrokerProcess) -> int:
+    assert broker.process is not None, "broker not running"
+    return broker.process.pid
+
+
+@dataclass
+class Prefill:
+    tasks: int
+    seconds: float
+    last: list[Task]  # the final batch, committed after every other: these are leased last
+
+
+async def prefill(
+    address: str, count: int, queue: str, deadline: float, in_flight: int = 4
+) -> Prefill:
+    """Queue `count` tasks with enqueue_many (1000 per call, `in_flight` calls at a time).
+
+    The last batch goes alone after the rest, so its tasks are the last in queue order.
+    Stops early at `deadline` (time.monotonic()); `tasks` says how many were queued.
+    """
+    chunk = [(KIND, PAYLOAD_OBJ)] * min(1000, count)
+    started = time.perf_counter()
+    async with AsyncClient(address, timeout=CALL_TIMEOUT) as client:
+        remaining = max(0, count - len(chunk))
+        queued = 0
+
+        async def loop() -> None:
+            nonlocal remaining, queued
+            while remaining > 0 and time.monotonic() < deadline:
+                n = min(remaining, len(chunk))
+                remaining -= n
+                await client.enqueue_many(chunk[:n], queue=queue)
+                queued += n
+
+        await asyncio.gather(*(loop() for _ in range(in_flight)))
+        last = await client.enqueue_many(chunk, queue=queue)
+    return Prefill(queued + len(last), time.perf_counter() - started, last)

@@ -1,0 +1,100 @@
+"""Run one timed body and turn it into a Sample (CPU window + RPC count around it)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import rpc_count
+from bench.measure import CpuWindow, Sample
+
+#: Set by `--profile DIR`: py-spy records the broker during each timed window.
+PROFILE_DIR: Path | None = None
+
+
+@dataclass
+class Moved:
+    """What a timed body did: tasks moved, per-operation latencies, RPCs if it knows them."""
+
+    tasks: int
+    latencies_ms: list[float] = field(default_factory=list)
+    rpcs: int | None = None
+
+
+def deadline_in(seconds: float) -> float:
+    return time.monotonic() + seconds
+
+
+def timed(
+    scenario: str,
+    label: str,
+    broker_pid: int,
+    body: Callable[[], Awaitable[Moved]],
+    worker_pids: Sequence[int] = (),
+) -> Sample:
+    """Run `body` on a fresh event loop inside a CPU window; RPCs counted unless it knows."""
+    with _profiled(broker_pid, scenario), rpc_count.counting() as counted:
+        window = CpuWindow(broker_pid, worker_pids)
+        with window:
+            moved = asyncio.run(body())
+    return Sample(
+        scenario=scenario,
+        label=label,
+        tasks=moved.tasks,
+        seconds=window.seconds,
+        broker_cpu=window.broker_cpu,
+        client_cpu=window.client_cpu,
+        worker_cpu=window.worker_cpu,
+        latencies_ms=moved.latencies_ms,
+        rpcs=moved.rpcs if moved.rpcs is not None else counted[0],
+    )
+
+
+async def run_loops(
+    concurrency: int, count: int, deadline: float, step: Callable[[], Awaitable[int]]
+) -> Moved:
+    """`concurrency` loops share `count` operations; each op returns tasks moved. Latency per op."""
+    remaining = count
+    moved = Moved(0)
+
+    async def loop() -> None:
+        nonlocal remaining
+        while remaining > 0 and time.monotonic() < deadline:
+            remaining -= 1
+            started = time.perf_counter()
+            n = await step()  # not `moved.tasks += await ...`: that reads before awaiting
+            moved.tasks += n
+            moved.latencies_ms.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return moved
+
+
+@contextmanager
+def _profiled(broker_pid: int, scenario: str) -> Iterator[None]:
+    """py-spy (raw collapsed stacks, per thread, non-blocking) on the broker, if asked for."""
+    if PROFILE_DIR is None:
+        yield
+        return
+    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(sys.executable).with_name("py-spy")
+    out = PROFILE_DIR / f"{scenario}.txt"
+    command = [str(py_spy), "record", "-p", str(broker_pid), "-f", "raw", "-o", str(out)]
+    spy = subprocess.Popen(
+        [*command, "--threads", "--nonblocking", "--rate", "200"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # let it attach before the window opens
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)

@@ -1,0 +1,39 @@
+"""The benchmark suite runs end to end at its tiny size. Not a timed test: it only proves
+every scenario produces figures, so the suite cannot rot between performance runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.scenarios import SCENARIOS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--size", "tiny", "--repeat", "1", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(out.read_text())
+    rows = {row["scenario"]: row for row in figures["rows"]}
+    main_scenarios = [name for name in SCENARIOS if name != "depth"]
+    depth_rows = [f"depth-{op}-{q}" for op in ("enqueue", "lease") for q in ("shallow", "deep")]
+    assert set(rows) == {*main_scenarios, *depth_rows}, sorted(rows)
+    for name, row in rows.items():
+        assert row["tasks"] > 0 and row["rate"] > 0, (name, row)
+        assert row["label"] in result.stdout, (row["label"], result.stdout)
+    assert rows["roundtrip"]["p50_ms"] > 0 and rows["roundtrip"]["p99_ms"] > 0
+    assert rows["drain"]["worker_cpu_s"] > 0
+    depth = figures["depth"]
+    assert depth["depth_tasks"] > 0 and depth["restart_s"] > 0
+    assert depth["rss_empty_mib"] > 0 and depth["rss_deep_mib"] > 0
+    assert "| depth figure |" in result.stdout
