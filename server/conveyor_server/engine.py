@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from conveyor_server.core.broker import Broker, LeaseBatch
 from conveyor_server.core.errors import ShuttingDown
@@ -234,7 +235,7 @@ class Engine:
                 _log_final(task)
 
 
-def _log_failure(done: asyncio.Future[object]) -> None:
+def _log_failure(done: asyncio.Future[Any]) -> None:
     if not done.cancelled() and done.exception() is not None:
         log.warning("could not release orphaned leases: %s", done.exception())
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import grpc
 
 from conveyor.v1 import schedule_service_pb2 as pb2
@@ -12,7 +14,7 @@ from conveyor_server.core.schedules import ScheduleSource
 from conveyor_server.schedule_codec import schedule_from_pb, schedule_to_pb
 from conveyor_server.scheduler import CronScheduler
 
-_Ctx = grpc.aio.ServicerContext
+_Ctx: TypeAlias = grpc.aio.ServicerContext
 
 #: update_mask paths (top-level Schedule fields) -> model fields.
 MASK_FIELDS = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 import grpc
 
@@ -17,7 +18,7 @@ from conveyor_server.engine import Engine
 from conveyor_server.rpc import convert
 from conveyor_server.rpc.work_stream import WorkStream
 
-_Ctx = grpc.aio.ServicerContext
+_Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):

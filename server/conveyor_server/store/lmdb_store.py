@@ -63,7 +63,7 @@ class _LmdbKv:
         self._dbs = dbs
 
     def get(self, db: str, key: bytes) -> bytes | None:
-        return self._txn.get(key, db=self._dbs[db])
+        return self._txn.get(key, db=self._dbs[db])  # type: ignore[return-value]  # no buffers=
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
         self._txn.put(key, value, db=self._dbs[db])
@@ -81,9 +81,9 @@ class _LmdbKv:
             if not cursor.set_range(start):
                 return out
             for key, value in cursor:
-                if end is not None and key >= end:
+                if end is not None and key >= end:  # type: ignore[operator]  # bytes, no buffers=
                     break
-                out.append((key, value))
+                out.append((key, value))  # type: ignore[arg-type]
                 if len(out) >= limit:
                     break
         return out
