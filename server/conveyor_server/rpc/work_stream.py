@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
 
-from conveyor.v1 import worker_service_pb2
+from conveyor.v1.worker_service_pb2 import StreamWorkRequest, StreamWorkResponse
 from conveyor_server.codec import leased_task_to_pb
 from conveyor_server.core.errors import InvalidArgument
 from conveyor_server.core.model import ItemOutcome
@@ -26,7 +26,7 @@ MAX_UNUSED_CREDITS = 10_000
 class WorkStream:
     """The state of one StreamWork call."""
 
-    def __init__(self, engine: Engine, opening: worker_service_pb2.StreamWorkRequest) -> None:
+    def __init__(self, engine: Engine, opening: StreamWorkRequest) -> None:
         if not opening.HasField("open"):
             raise InvalidArgument("open: the first StreamWork request must say what to lease")
         spec = opening.open
@@ -39,12 +39,12 @@ class WorkStream:
         engine.broker.check_lease_request(self._queues, 1, self._lease_duration, self._worker_id)
         self._credits = 0
         self._has_credits = asyncio.Event()
-        self._outbox: asyncio.Queue[worker_service_pb2.StreamWorkResponse | BaseException | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[StreamWorkResponse | BaseException | None] = asyncio.Queue()
         self._pending: set[asyncio.Task[None]] = set()
 
     async def run(
-        self, opening: worker_service_pb2.StreamWorkRequest, requests: AsyncIterator[worker_service_pb2.StreamWorkRequest]
-    ) -> AsyncIterator[worker_service_pb2.StreamWorkResponse]:
+        self, opening: StreamWorkRequest, requests: AsyncIterator[StreamWorkRequest]
+    ) -> AsyncIterator[StreamWorkResponse]:
         reader = asyncio.ensure_future(self._read(opening, requests))
         leaser = asyncio.ensure_future(self._lease_forever())
         try:
@@ -61,7 +61,7 @@ class WorkStream:
             await asyncio.gather(reader, leaser, *self._pending, return_exceptions=True)
 
     async def _read(
-        self, opening: worker_service_pb2.StreamWorkRequest, requests: AsyncIterator[worker_service_pb2.StreamWorkRequest]
+        self, opening: StreamWorkRequest, requests: AsyncIterator[StreamWorkRequest]
     ) -> None:
         try:
             self._apply(opening)
@@ -75,7 +75,7 @@ class WorkStream:
         except BaseException as exc:  # reported by run(), which ends the stream with it
             self._outbox.put_nowait(exc)
 
-    def _apply(self, request: worker_service_pb2.StreamWorkRequest) -> None:
+    def _apply(self, request: StreamWorkRequest) -> None:
         if request.credits:
             self._credits = min(self._credits + request.credits, MAX_UNUSED_CREDITS)
             self._has_credits.set()
@@ -105,7 +105,7 @@ class WorkStream:
         except BaseException as exc:  # e.g. the store is full: end the stream with it
             self._outbox.put_nowait(exc)
             return
-        response = worker_service_pb2.StreamWorkResponse()
+        response = StreamWorkResponse()
         if kind == "extend":
             results = convert.extend_results_to_pb(outcomes, is_unary=False)
             response.extension_results.extend(results)
@@ -132,7 +132,7 @@ class WorkStream:
                 if tasks:
                     self._credits -= len(tasks)
                     self._outbox.put_nowait(
-                        worker_service_pb2.StreamWorkResponse(tasks=[leased_task_to_pb(t) for t in tasks])
+                        StreamWorkResponse(tasks=[leased_task_to_pb(t) for t in tasks])
                     )
                 elif engine.is_stopping:
                     self._outbox.put_nowait(None)
