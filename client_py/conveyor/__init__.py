@@ -16,6 +16,7 @@ from conveyor._model import (
     TaskState,
 )
 from conveyor._schedules import MisfirePolicy, OverlapPolicy, Schedule
+from conveyor._stream import StreamBatch, WorkStream
 from conveyor.errors import (
     ConveyorError,
     LeaseLost,
@@ -43,6 +44,7 @@ __all__ = [
     "RetryPolicy",
     "Schedule",
     "Serializer",
+    "StreamBatch",
     "Task",
     "TaskCancelled",
     "TaskError",
@@ -52,6 +54,7 @@ __all__ = [
     "TaskOptions",
     "TaskSpec",
     "TaskState",
+    "WorkStream",
     "errors",
     "set_default_client",
     "task",

@@ -23,6 +23,7 @@ from conveyor._model import (
     TaskSpec,
 )
 from conveyor._schedules import AsyncScheduleMixin
+from conveyor._stream import WorkStream
 from conveyor.errors import Unavailable, error_from_rpc
 from conveyor.v1 import (
     schedule_service_pb2_grpc,
@@ -246,6 +247,34 @@ class AsyncClient(AsyncScheduleMixin, ClientBase):
             deadline += _convert.seconds(wait) or 0.0
         response = await self._call(self._workers.Lease, request, deadline)
         return [self._task(pb) for pb in response.tasks]
+
+    def work_stream(
+        self,
+        queues: Sequence[str] | str,
+        *,
+        credits: int = 0,
+        lease_duration: Seconds | None = None,
+        worker_id: str = "",
+        round_robin: bool = False,
+    ) -> WorkStream:
+        """Open a StreamWork call: the broker pushes tasks as you grant credits.
+
+        `credits` are granted with the opening message; `stream.grant(n)` adds more.
+        Acks, failures, releases and extensions go on the stream (`stream.ack(task,
+        result)`, ...) and their outcomes come back in the batches it yields. Call it
+        on the client's event loop. See docs/client.md, "Work streams".
+
+        Errors surface while iterating the stream (it does not connect eagerly):
+        InvalidArgument (bad queue names or lease_duration), Unavailable (the broker
+        is unreachable, restarted or shutting down), Unimplemented (an older broker).
+        """
+        opening = _convert.stream_open(queues, lease_duration, worker_id, round_robin, credits)
+        return WorkStream(
+            lambda: self._workers.StreamWork(metadata=self._metadata),
+            opening,
+            self.serializer,
+            self._task,
+        )
 
     async def extend(
         self,

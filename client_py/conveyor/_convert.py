@@ -54,6 +54,11 @@ def _duration(value: Seconds) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=whole, nanos=round((total - whole) * 1e9))
 
 
+def duration(value: Seconds) -> duration_pb2.Duration:
+    """A protobuf Duration from a timedelta or seconds."""
+    return _duration(value)
+
+
 def _timestamp(value: datetime, field: str) -> timestamp_pb2.Timestamp:
     if value.tzinfo is None:
         raise InvalidArgument(f"{field}: give a timezone-aware datetime")
@@ -62,11 +67,15 @@ def _timestamp(value: datetime, field: str) -> timestamp_pb2.Timestamp:
     return out
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _time(pb: Any, field: str) -> datetime | None:
+    """An aware UTC datetime (microseconds, like Timestamp.ToDatetime, at a fifth of its cost)."""
     if not pb.HasField(field):
         return None
     stamp: timestamp_pb2.Timestamp = getattr(pb, field)
-    return stamp.ToDatetime(tzinfo=UTC)
+    return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
 
 
 def spec_to_pb(spec: TaskSpec, serializer: Serializer) -> task_pb2.TaskSpec:
@@ -246,8 +255,14 @@ def item_outcomes(
 
 
 def extend_outcomes(response: worker_service_pb2.ExtendLeaseResponse) -> list[ExtendOutcome]:
+    return extension_results(response.results)
+
+
+def extension_results(
+    results: Iterable[worker_service_pb2.LeaseExtensionResult],
+) -> list[ExtendOutcome]:
     out = []
-    for r in response.results:
+    for r in results:
         expires = (
             r.lease_expires_at.ToDatetime(tzinfo=UTC) if r.HasField("lease_expires_at") else None
         )
@@ -255,6 +270,33 @@ def extend_outcomes(response: worker_service_pb2.ExtendLeaseResponse) -> list[Ex
             ExtendOutcome(r.outcome.task_id, _item_error(r.outcome), expires, r.cancel_requested)
         )
     return out
+
+
+def stream_outcomes(pb_outcomes: Iterable[worker_service_pb2.ItemOutcome]) -> list[ItemOutcome]:
+    """Outcomes of a work stream's items: each names its task."""
+    return [ItemOutcome(o.task_id, _item_error(o) if o.code else None) for o in pb_outcomes]
+
+
+def stream_open(
+    queues: Sequence[str] | str,
+    lease_duration: Seconds | None,
+    worker_id: str,
+    round_robin: bool,
+    credits: int,
+) -> worker_service_pb2.StreamWorkRequest:
+    """The first request of a work stream: what to lease, and the first credits."""
+    spec = worker_service_pb2.StreamWorkOpen(
+        queues=[queues] if isinstance(queues, str) else list(queues),
+        worker_id=worker_id,
+        queue_order=(
+            worker_service_pb2.QUEUE_ORDER_ROUND_ROBIN
+            if round_robin
+            else worker_service_pb2.QUEUE_ORDER_STRICT
+        ),
+    )
+    if lease_duration is not None:
+        spec.lease_duration.CopyFrom(_duration(lease_duration))
+    return worker_service_pb2.StreamWorkRequest(open=spec, credits=max(credits, 0))
 
 
 def _item_error(outcome: worker_service_pb2.ItemOutcome) -> Any:
