@@ -8,12 +8,18 @@ import time
 from collections import Counter
 from datetime import timedelta
 
+import pytest
+
 from conveyor import TaskState, task
 from conveyor_worker import Worker
 
 
-def test_a_thousand_tasks_each_run_and_acked_once(shared_broker, client, run_worker):
-    worker = Worker(shared_broker.address, queues=["w-1000"], concurrency=8, poll_wait=1)
+@pytest.mark.parametrize("transport", ["stream", "unary"])
+def test_a_thousand_tasks_each_run_and_acked_once(shared_broker, client, run_worker, transport):
+    queue = f"w-1000-{transport}"
+    worker = Worker(
+        shared_broker.address, queues=[queue], concurrency=8, poll_wait=1, transport=transport
+    )
     calls: Counter[str] = Counter()
     lock = threading.Lock()
     running = 0
@@ -32,7 +38,7 @@ def test_a_thousand_tasks_each_run_and_acked_once(shared_broker, client, run_wor
             with lock:
                 running -= 1
 
-    tasks = client.enqueue_many([("double", {"n": i}) for i in range(1000)], queue="w-1000")
+    tasks = client.enqueue_many([("double", {"n": i}) for i in range(1000)], queue=queue)
     with run_worker(worker):
         for t in tasks:
             assert client.result(t.id, timeout=60) == {"n": t.payload["n"] * 2}
@@ -80,15 +86,19 @@ def test_async_handlers_run_concurrently_on_the_loop(shared_broker, client, run_
     assert time.monotonic() - started < 6.0  # one at a time would take 10 s
 
 
-def test_only_idle_slots_are_leased(shared_broker, client, run_worker):
-    worker = Worker(shared_broker.address, queues=["w-slots"], concurrency=2, poll_wait=1)
+@pytest.mark.parametrize("transport", ["stream", "unary"])
+def test_only_idle_slots_are_leased(shared_broker, client, run_worker, transport):
+    queue = f"w-slots-{transport}"
+    worker = Worker(
+        shared_broker.address, queues=[queue], concurrency=2, poll_wait=1, transport=transport
+    )
     release = threading.Event()
 
     @worker.handler("block")
     def block(payload, ctx):
         release.wait(10)
 
-    tasks = client.enqueue_many([("block", i) for i in range(6)], queue="w-slots")
+    tasks = client.enqueue_many([("block", i) for i in range(6)], queue=queue)
     with run_worker(worker):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

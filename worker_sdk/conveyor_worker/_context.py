@@ -11,6 +11,8 @@ from conveyor_worker._errors import Cancelled
 
 __all__ = ["Context"]
 
+_MAKE_LOCK = threading.Lock()
+
 
 class Context:
     """Passed to handlers as `ctx`: task id, attempt, headers, and the cancel flag.
@@ -21,11 +23,24 @@ class Context:
     in `ctx.wait_for_cancel(timeout)`; async handlers `await ctx.wait_cancelled()`.
     """
 
+    __slots__ = (
+        "_cancelled",
+        "_event",
+        "_flag",
+        "_loop",
+        "is_cancel_requested",
+        "is_lease_lost",
+        "is_shutting_down",
+        "task",
+    )
+
     def __init__(self, task: Task, loop: asyncio.AbstractEventLoop) -> None:
         self.task = task
         self._loop = loop
-        self._flag = threading.Event()
-        self._event = asyncio.Event()
+        # The events are made on first use: most handlers never wait for a cancel.
+        self._cancelled = False
+        self._flag: threading.Event | None = None
+        self._event: asyncio.Event | None = None
         self.is_cancel_requested = False
         self.is_lease_lost = False
         self.is_shutting_down = False
@@ -66,17 +81,30 @@ class Context:
     @property
     def is_cancelled(self) -> bool:
         """True once the handler should stop (cancel request, timeout, lost lease, shutdown)."""
-        return self._flag.is_set()
+        return self._cancelled
 
     #: Alias of is_cancelled, for `if ctx.cancelled:`.
     cancelled = is_cancelled
 
     def wait_for_cancel(self, timeout: float | None = None) -> bool:
         """Block (in a sync handler) until cancelled or timeout; True if cancelled."""
-        return self._flag.wait(timeout)
+        flag = self._flag
+        if flag is None:
+            with _MAKE_LOCK:
+                flag = self._flag
+                if flag is None:
+                    flag = self._flag = threading.Event()
+            # _set() stores the bool before it looks for the event, so one of us sets it.
+            if self._cancelled:
+                flag.set()
+        return flag.wait(timeout)
 
     async def wait_cancelled(self) -> None:
         """Return (in an async handler) once the task is cancelled."""
+        if self._cancelled:
+            return
+        if self._event is None:
+            self._event = asyncio.Event()
         await self._event.wait()
 
     def raise_if_cancelled(self) -> None:
@@ -85,10 +113,14 @@ class Context:
         Raises:
             Cancelled: the task was cancelled.
         """
-        if self._flag.is_set():
+        if self._cancelled:
             raise Cancelled(f"task {self.task_id!r} was cancelled")
 
     def _set(self) -> None:
         """Raise the flag; called on the worker's event loop."""
-        self._flag.set()
-        self._event.set()
+        self._cancelled = True
+        flag = self._flag
+        if flag is not None:
+            flag.set()
+        if self._event is not None:
+            self._event.set()

@@ -1,8 +1,12 @@
-"""Keeps the leases of running tasks alive with batched ExtendLease calls.
+"""Keeps the leases of running tasks alive with batched extensions.
 
 Each lease is extended every min(heartbeat, lease length / 3), so two heartbeats
 can be lost before it expires. The answer also carries cancel requests, so the
 heartbeat is how a producer's cancel reaches a running handler.
+
+The keeper does not know the transport: `send(tasks)` either returns the
+outcomes (one ExtendLease call) or returns None and the outcomes come back
+later through `handle()` (extensions riding on the work stream).
 """
 
 from __future__ import annotations
@@ -11,18 +15,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from conveyor import AsyncClient, ConveyorError, LeaseLost, Task
+from conveyor import ConveyorError, ExtendOutcome, LeaseLost, Task
 from conveyor.errors import NotFound
 
 log = logging.getLogger("conveyor.worker")
 
-__all__ = ["LeaseKeeper"]
+__all__ = ["LeaseKeeper", "SendExtensions"]
 
 _FALLBACK_LEASE_SECONDS = 30.0
 _MAX_BATCH = 1000
+
+#: Extend these leases; return their outcomes, or None when they arrive later.
+SendExtensions = Callable[[list[Task]], Awaitable[Sequence[ExtendOutcome] | None]]
 
 
 @dataclass(slots=True)
@@ -37,30 +44,41 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        client: AsyncClient,
+        send: SendExtensions,
         heartbeat: float,
         lease_duration: float | None,
         on_cancel: Callable[[str], None],
         on_lost: Callable[[str], None],
     ) -> None:
-        self._client = client
+        self._send = send
         self._heartbeat = heartbeat
         self._lease_duration = lease_duration
         self._on_cancel = on_cancel
         self._on_lost = on_lost
         self._held: dict[str, _Held] = {}
         self._wake = asyncio.Event()
+        self._sleep_until = 0.0  # when run() wakes next on its own
+        # With a fixed lease length every task gets the same interval: no datetimes to read.
+        self._interval = None if lease_duration is None else min(heartbeat, lease_duration / 3)
 
     def add(self, task: Task) -> None:
-        length = _FALLBACK_LEASE_SECONDS
-        if task.lease_expires_at is not None and task.leased_at is not None:
-            length = (task.lease_expires_at - task.leased_at).total_seconds() or length
-        interval = min(self._heartbeat, length / 3)
-        self._held[task.id] = _Held(task, interval, time.monotonic() + interval)
-        self._wake.set()
+        interval = self._interval
+        if interval is None:
+            length = _FALLBACK_LEASE_SECONDS
+            if task.lease_expires_at is not None and task.leased_at is not None:
+                length = (task.lease_expires_at - task.leased_at).total_seconds() or length
+            interval = min(self._heartbeat, length / 3)
+        next_at = time.monotonic() + interval
+        self._held[task.id] = _Held(task, interval, next_at)
+        if next_at < self._sleep_until:  # only wake the loop if it would sleep past this one
+            self._wake.set()
 
     def remove(self, task_id: str) -> None:
         self._held.pop(task_id, None)
+
+    @property
+    def lease_duration(self) -> float | None:
+        return self._lease_duration
 
     async def run(self) -> None:
         """Loop until cancelled."""
@@ -71,16 +89,16 @@ class LeaseKeeper:
                 for start in range(0, len(due), _MAX_BATCH):
                     await self._extend(due[start : start + _MAX_BATCH])
                 continue
-            sleep = min((h.next_at for h in self._held.values()), default=now + 1.0) - now
+            wake_at = min((h.next_at for h in self._held.values()), default=now + 1.0)
+            self._sleep_until = wake_at
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(sleep, 0.001))
+                await asyncio.wait_for(self._wake.wait(), max(wake_at - now, 0.001))
+            self._sleep_until = 0.0
 
     async def _extend(self, held: list[_Held]) -> None:
         try:
-            outcomes = await self._client.extend_many(
-                [h.task for h in held], lease_duration=self._lease_duration
-            )
+            outcomes = await self._send([h.task for h in held])
         except ConveyorError as exc:
             log.warning("extending %d lease(s) failed: %s", len(held), exc)
             retry_at = time.monotonic() + 0.5
@@ -88,15 +106,19 @@ class LeaseKeeper:
                 h.next_at = min(retry_at, h.next_at + h.interval)
             return
         now = time.monotonic()
-        for h, outcome in zip(held, outcomes, strict=False):
-            task_id = h.task.id
-            if task_id not in self._held:
-                continue
-            if isinstance(outcome.error, LeaseLost | NotFound):
-                log.warning("task %s: lease lost while running: %s", task_id, outcome.error)
-                self.remove(task_id)
-                self._on_lost(task_id)
-                continue
+        for h in held:
             h.next_at = now + h.interval
-            if outcome.cancel_requested:
-                self._on_cancel(task_id)
+        for outcome in outcomes or ():
+            self.handle(outcome)
+
+    def handle(self, outcome: ExtendOutcome) -> None:
+        """Act on one extension's outcome: a lost lease or a cancel request."""
+        task_id = outcome.task_id
+        if task_id not in self._held:
+            return
+        if isinstance(outcome.error, LeaseLost | NotFound):
+            log.warning("task %s: lease lost while running: %s", task_id, outcome.error)
+            self.remove(task_id)
+            self._on_lost(task_id)
+        elif outcome.cancel_requested:
+            self._on_cancel(task_id)

@@ -1,49 +1,205 @@
-"""Runs one handler call, sync (thread pool) or async (the loop), within its timeout."""
+"""Runs one handler call, sync (thread pool) or async (the loop), within its timeout.
+
+No coroutine or asyncio.Task is made per sync handler call: the call goes to a
+`HandlerPool` thread and its completion comes back as a callback, and
+completions that finish close together share one wake-up of the event loop.
+That is most of a no-op task's cost on the worker (see docs/worker.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable
-from concurrent.futures import Executor
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from queue import SimpleQueue
 from typing import Any
 
 from conveyor_worker._context import Context
 from conveyor_worker._outcome import Outcome
 from conveyor_worker._registry import Handler
 
-__all__ = ["HandlerRun"]
+__all__ = ["HandlerPool", "HandlerRun"]
+
+log = logging.getLogger("conveyor.worker")
+
+_Done = Callable[[Any, BaseException | None], None]
+
+
+class HandlerPool:
+    """`size` daemon threads running sync handlers; completions are batched to the loop.
+
+    A thread appends its result to a shared deque and wakes the loop only if no
+    wake-up is pending, so a burst of completions costs one wake-up, not one each.
+    Threads are daemons: a handler still stuck after shutdown does not keep the
+    process alive (its task was released).
+    """
+
+    def __init__(self, size: int, loop: asyncio.AbstractEventLoop, name: str) -> None:
+        self._loop = loop
+        self._jobs: SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], _Done] | None] = (
+            SimpleQueue()
+        )
+        self._done: deque[tuple[_Done, Any, BaseException | None]] = deque()
+        self._is_wake_pending = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+            for i in range(max(size, 1))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], done: _Done) -> None:
+        """Run fn(*args) (in a copy of the caller's contextvars); then done(result, exc)."""
+        context = contextvars.copy_context()
+        self._jobs.put((context.run, (fn, *args), done))
+
+    def shutdown(self) -> None:
+        """Let idle threads exit; busy ones exit after their call."""
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        jobs, done = self._jobs, self._done
+        while (job := jobs.get()) is not None:
+            call, args, callback = job
+            try:
+                item = (callback, call(*args), None)
+            except BaseException as exc:  # reported as the handler's outcome
+                item = (callback, None, exc)
+            del job, call, args, callback
+            done.append(item)
+            del item
+            if not self._is_wake_pending:
+                self._is_wake_pending = True
+                try:
+                    self._loop.call_soon_threadsafe(self._deliver)
+                except RuntimeError:  # the loop is closed: the worker is gone
+                    return
+
+    def _deliver(self) -> None:
+        self._is_wake_pending = False  # before draining: a later append wakes us again
+        done = self._done
+        while done:
+            callback, result, exc = done.popleft()
+            try:
+                callback(result, exc)
+            except Exception:  # boundary: the next completions must still be delivered
+                log.exception("internal error delivering a handler's outcome")
 
 
 class HandlerRun:
-    """One attempt of one task. `outcome()` resolves when the result is known.
+    """One attempt of one task. `on_outcome(run, outcome)` is called once, when it is known.
 
-    `work` stays pending while a sync handler's thread still runs after a timeout
-    or shutdown: the worker keeps that slot busy until it ends, so no task waits
-    for a thread behind a stuck one.
+    `on_idle(run)` follows when the handler has really stopped: a sync handler's
+    thread may still run after a timeout or shutdown, and the worker keeps that
+    slot busy until it ends, so no task waits for a thread behind a stuck one.
     """
 
-    def __init__(self, handler: Handler, payload: Any, ctx: Context, pool: Executor) -> None:
+    __slots__ = (
+        "_loop",
+        "_on_idle",
+        "_on_outcome",
+        "_timer",
+        "ctx",
+        "exception",
+        "handler",
+        "is_done",
+        "is_reported",
+        "result",
+        "started",
+        "task",
+    )
+
+    def __init__(
+        self,
+        handler: Handler,
+        ctx: Context,
+        loop: asyncio.AbstractEventLoop,
+        on_outcome: Callable[[HandlerRun, Outcome], None],
+        on_idle: Callable[[HandlerRun], None],
+    ) -> None:
         self.handler = handler
         self.ctx = ctx
-        self._abandon: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.work: asyncio.Future[Any] = self._start(payload, pool)
+        self._loop = loop
+        self._on_outcome = on_outcome
+        self._on_idle = on_idle
+        self.is_done = False  # the handler returned or raised (or was cancelled)
+        self.is_reported = False
+        self.result: Any = None
+        self.exception: BaseException | None = None
+        self.task: asyncio.Future[Any] | None = None  # async handlers only
+        self._timer: asyncio.TimerHandle | None = None
+        self.started = 0.0  # time.monotonic() when the worker took it up
 
-    def _start(self, payload: Any, pool: Executor) -> asyncio.Future[Any]:
-        args = (payload, self.ctx) if self.handler.takes_context else (payload,)
-        fn = self.handler.fn
-        if self.handler.is_async:
-            coroutine: Awaitable[Any] = fn(*args)
-            return asyncio.ensure_future(coroutine)
-        call = contextvars.copy_context().run
-        return asyncio.get_running_loop().run_in_executor(pool, call, fn, *args)
+    def start(self, payload: Any, pool: HandlerPool) -> None:
+        handler = self.handler
+        args = (payload, self.ctx) if handler.takes_context else (payload,)
+        if handler.timeout_seconds is not None:
+            self._timer = self._loop.call_later(handler.timeout_seconds, self._time_out)
+        if handler.is_async:
+            self.task = asyncio.ensure_future(handler.fn(*args))
+            self.task.add_done_callback(self._async_done)
+        else:
+            pool.submit(handler.fn, args, self._sync_done)
+
+    def fail_to_start(self, exc: BaseException) -> None:
+        """Calling the handler raised before it ran: report that as its outcome."""
+        self.exception = exc
+        self._done()
+
+    # -- events ----------------------------------------------------------------------
+
+    def _sync_done(self, result: Any, exc: BaseException | None) -> None:
+        self.result, self.exception = result, exc
+        self._done()
+
+    def _async_done(self, task: asyncio.Future[Any]) -> None:
+        if task.cancelled():
+            self.exception = asyncio.CancelledError()
+        else:
+            self.exception = task.exception()
+            if self.exception is None:
+                self.result = task.result()
+        self._done()
+
+    def _done(self) -> None:
+        self.is_done = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.is_reported:
+            self._report(self._finished())
+        self._on_idle(self)
+
+    def _time_out(self) -> None:
+        if self.is_done or self.is_reported:
+            return
+        self.ctx._set()
+        if self.task is not None:
+            self.task.cancel()
+        self._report(
+            Outcome(
+                "fail",
+                error_type="HandlerTimeout",
+                message=f"handler {self.handler.kind!r} ran past its timeout of "
+                f"{self.handler.timeout_seconds:g} s",
+            )
+        )
+
+    def _report(self, outcome: Outcome) -> None:
+        self.is_reported = True
+        self._on_outcome(self, outcome)
+
+    # -- requests from the worker --------------------------------------------------------
 
     def request_cancel(self) -> None:
         """A producer cancelled the task: tell the handler; cancel an async one."""
         self.ctx.is_cancel_requested = True
         self.ctx._set()
-        if self.handler.is_async and self.handler.cancel_on_request:
-            self.work.cancel()
+        if self.task is not None and self.handler.cancel_on_request:
+            self.task.cancel()
 
     def abandon(self, *, is_lease_lost: bool = False) -> None:
         """Stop waiting for the handler (lease lost, or shutdown grace over)."""
@@ -52,45 +208,22 @@ class HandlerRun:
         else:
             self.ctx.is_shutting_down = True
         self.ctx._set()
-        if self.handler.is_async:
-            self.work.cancel()
-        if not self._abandon.done():
-            self._abandon.set_result(None)
-
-    async def outcome(self) -> Outcome:
-        done, _ = await asyncio.wait(
-            {self.work, self._abandon},
-            timeout=self.handler.timeout_seconds,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if self.work in done:
-            return self._finished()
-        if self._abandon in done and not self.work.done():
-            return Outcome("drop" if self.ctx.is_lease_lost else "release")
-        if self.work.done():  # finished in the same instant as the abandon/timeout
-            return self._finished()
-        return self._timed_out()
-
-    def _timed_out(self) -> Outcome:
-        self.ctx._set()
-        if self.handler.is_async:
-            self.work.cancel()
-        return Outcome(
-            "fail",
-            error_type="HandlerTimeout",
-            message=f"handler {self.handler.kind!r} ran past its timeout of "
-            f"{self.handler.timeout_seconds:g} s",
-        )
+        if self.task is not None:
+            self.task.cancel()
+        if not self.is_done and not self.is_reported:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._report(Outcome("drop" if is_lease_lost else "release"))
 
     def _finished(self) -> Outcome:
         ctx = self.ctx
-        if self.work.cancelled():
+        exc = self.exception
+        if isinstance(exc, asyncio.CancelledError):
             if ctx.is_lease_lost:
                 return Outcome("drop")
             if ctx.is_shutting_down:
                 return Outcome("release")
             return Outcome.cancelled()
-        exc = self.work.exception()
         if exc is not None:
             if ctx.is_lease_lost:
                 return Outcome("drop")
@@ -99,4 +232,4 @@ class HandlerRun:
             return Outcome.cancelled("cancel requested while running; the result was dropped")
         if ctx.is_lease_lost:
             return Outcome("drop")
-        return Outcome.succeeded(self.work.result())
+        return Outcome.succeeded(self.result)

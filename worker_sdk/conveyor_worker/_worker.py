@@ -8,26 +8,22 @@ import os
 import signal
 import socket
 import threading
-import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from conveyor import AsyncClient, Client, ConveyorError, Task, TaskFunction
-from conveyor.serializer import Encoded, JsonSerializer, Serializer, encode
-from conveyor_worker._completer import Completer
-from conveyor_worker._context import Context
-from conveyor_worker._lease_keeper import LeaseKeeper
-from conveyor_worker._outcome import Outcome
+from conveyor import AsyncClient, Client, TaskFunction
+from conveyor.serializer import JsonSerializer, Serializer
 from conveyor_worker._registry import Handler
-from conveyor_worker._runner import HandlerRun
+from conveyor_worker._runner import HandlerPool
+from conveyor_worker._session import Session, UnarySession
+from conveyor_worker._streaming import StreamSession
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("conveyor.worker")
-task_log = logging.getLogger("conveyor.worker.task")
+
+Transport = Literal["auto", "stream", "unary"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 Seconds = timedelta | float
@@ -51,6 +47,8 @@ class Worker:
         poll_wait: how long one Lease call long-polls when the queues are empty.
         grace_period: on shutdown, how long running handlers may take to finish.
         prefetch: tasks leased beyond the idle slots (0: none wait in a local buffer).
+        transport: "auto" (default) takes tasks on one StreamWork stream and falls back
+            to Lease/Ack calls if the broker has no StreamWork; "stream" or "unary" force one.
         client_options: Client/AsyncClient keywords (tls, token, ...).
     """
 
@@ -69,7 +67,11 @@ class Worker:
         worker_id: str | None = None,
         serializer: Serializer | None = None,
         client_options: dict[str, Any] | None = None,
+        transport: Transport = "auto",
     ) -> None:
+        if transport not in ("auto", "stream", "unary"):
+            raise ValueError(f"transport: expected auto, stream or unary, got {transport!r}")
+        self.transport: Transport = transport
         self.target = target
         self.queues = (
             [q for q in queues.split(",") if q] if isinstance(queues, str) else list(queues)
@@ -171,10 +173,26 @@ class Worker:
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
-        session = _Session(self)
+        client = AsyncClient(self.target, serializer=self.serializer, **self.client_options)
+        pool = HandlerPool(self.concurrency, self._loop, "conveyor-handler")
         try:
-            await session.run(self._stop)
+            session: Session
+            if self.transport == "unary":
+                session = UnarySession(self, client, pool)
+                await session.run(self._stop)
+            else:
+                session = StreamSession(self, client, pool)
+                if await session.run(self._stop) and self.transport == "auto":
+                    session = UnarySession(self, client, pool)
+                    await session.run(self._stop)
+            log.info(
+                "worker %s stopped (%d released unstarted)",
+                self.worker_id,
+                session.released_unstarted,
+            )
         finally:
+            await client.close()
+            pool.shutdown()
             if install_signal_handlers and threading.current_thread() is threading.main_thread():
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     self._loop.remove_signal_handler(sig)
@@ -190,198 +208,3 @@ class Worker:
         log.info("%s: shutting down gracefully (grace period %g s)", sig.name, self.grace_period)
         if self._stop is not None:
             self._stop.set()
-
-
-class _Session:
-    """The state of one `run`: client, slots, running handlers, background tasks."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.w = worker
-        self.client = AsyncClient(
-            worker.target, serializer=worker.serializer, **worker.client_options
-        )
-        self.pool = ThreadPoolExecutor(worker.concurrency, thread_name_prefix="conveyor-handler")
-        self.completer = Completer(self.client)
-        self.keeper = LeaseKeeper(
-            self.client, worker.heartbeat, worker.lease_duration, self._on_cancel, self._on_lost
-        )
-        self.buffer: deque[Task] = deque()
-        self.runs: dict[str, HandlerRun] = {}
-        self.jobs: set[asyncio.Task[None]] = set()
-        self.busy = 0  # slots taken, including threads still running after a timeout
-        self.capacity_changed = asyncio.Event()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        w = self.w
-        log.info(
-            "worker %s: queues %s, concurrency %d, kinds %s",
-            w.worker_id,
-            ",".join(w.queues),
-            w.concurrency,
-            ",".join(sorted(w.handlers)) or "(none)",
-        )
-        keeper = asyncio.ensure_future(self.keeper.run())
-        leaser = asyncio.ensure_future(self._lease_loop())
-        try:
-            await stop.wait()
-        finally:
-            await self._shutdown(leaser, keeper)
-
-    async def _shutdown(self, leaser: asyncio.Task[None], keeper: asyncio.Task[None]) -> None:
-        leaser.cancel()
-        await asyncio.gather(leaser, return_exceptions=True)
-        unstarted = list(self.buffer)
-        self.buffer.clear()
-        for task in unstarted:
-            self.keeper.remove(task.id)
-        self.completer.release(unstarted)
-        if self.jobs:
-            log.info(
-                "waiting up to %g s for %d running task(s)", self.w.grace_period, len(self.jobs)
-            )
-            await asyncio.wait(set(self.jobs), timeout=self.w.grace_period)
-        for run in list(self.runs.values()):
-            run.abandon()
-        if self.jobs:
-            await asyncio.wait(set(self.jobs), timeout=5.0)
-        await self.completer.flush()
-        keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
-        await self.client.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        log.info("worker %s stopped (%d released unstarted)", self.w.worker_id, len(unstarted))
-
-    # -- leasing -------------------------------------------------------------------
-
-    def _free(self) -> int:
-        return self.w.concurrency + self.w.prefetch - self.busy - len(self.buffer)
-
-    async def _lease_loop(self) -> None:
-        w = self.w
-        backoff = 0.2
-        while True:
-            if self._free() <= 0:
-                self.capacity_changed.clear()
-                await self.capacity_changed.wait()
-                continue
-            if self.busy and self._free() < w.concurrency / 2:
-                await asyncio.sleep(0.001)  # let completions that arrive together batch up
-            try:
-                tasks = await self.client.lease(
-                    w.queues,
-                    min(self._free(), 1000),
-                    lease_duration=w.lease_duration,
-                    wait=w.poll_wait,
-                    worker_id=w.worker_id,
-                    round_robin=w.round_robin,
-                )
-            except ConveyorError as exc:
-                log.warning("lease failed (retrying in %.1f s): %s", backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.2
-            for task in tasks:
-                self.keeper.add(task)
-                self.buffer.append(task)
-            self._dispatch()
-
-    def _dispatch(self) -> None:
-        while self.buffer and self.busy < self.w.concurrency:
-            task = self.buffer.popleft()
-            self.busy += 1
-            job = asyncio.ensure_future(self._execute(task))
-            self.jobs.add(job)
-            job.add_done_callback(self.jobs.discard)
-
-    # -- one task ------------------------------------------------------------------
-
-    async def _execute(self, task: Task) -> None:
-        started = time.monotonic()
-        run: HandlerRun | None = None
-        try:
-            handler = self.w.handlers.get(task.kind)
-            if handler is None:
-                outcome = self._unknown_kind(task)
-            else:
-                run, outcome = await self._run_handler(handler, task)
-            self.keeper.remove(task.id)
-            self.completer.report(task, outcome)
-            _log_task(task, outcome, time.monotonic() - started)
-            if run is not None and not run.work.done():
-                await asyncio.wait({run.work})  # the thread still holds its slot
-        except Exception:  # boundary: one task's bug must not stop the worker
-            log.exception("task %s: internal error in the worker", task.id)
-            self.keeper.remove(task.id)
-        finally:
-            self.runs.pop(task.id, None)
-            self.busy -= 1
-            self._dispatch()
-            self.capacity_changed.set()
-
-    async def _run_handler(self, handler: Handler, task: Task) -> tuple[HandlerRun | None, Outcome]:
-        ctx = Context(task, asyncio.get_running_loop())
-        try:
-            payload = task.payload
-        except Exception as exc:  # undecodable payload: retrying cannot help
-            outcome = Outcome.from_exception(exc, ())
-            outcome.retryable = False
-            return None, outcome
-        run = HandlerRun(handler, payload, ctx, self.pool)
-        self.runs[task.id] = run
-        outcome = await run.outcome()
-        if outcome.action == "ack":
-            try:
-                data, content_type = encode(self.w.serializer, outcome.result)
-            except Exception as exc:  # a result the serializer cannot hold
-                outcome = Outcome.from_exception(exc, ())
-                outcome.retryable = False
-            else:
-                outcome.result = Encoded(data, content_type)
-        return run, outcome
-
-    def _unknown_kind(self, task: Task) -> Outcome:
-        known = ", ".join(sorted(self.w.handlers)) or "none"
-        return Outcome(
-            "fail",
-            error_type="UnknownKind",
-            message=f"no handler for kind {task.kind!r} on worker {self.w.worker_id} "
-            f"(it handles: {known})",
-            retryable=False,
-        )
-
-    def _on_cancel(self, task_id: str) -> None:
-        run = self.runs.get(task_id)
-        if run is not None and not run.ctx.is_cancel_requested:
-            log.info("task %s: cancel requested", task_id)
-            run.request_cancel()
-
-    def _on_lost(self, task_id: str) -> None:
-        run = self.runs.get(task_id)
-        if run is not None:
-            run.abandon(is_lease_lost=True)
-
-
-def _log_task(task: Task, outcome: Outcome, duration: float) -> None:
-    level = logging.INFO if outcome.action == "ack" else logging.WARNING
-    if not task_log.isEnabledFor(level):
-        return
-    error = f" error={outcome.error_type}: {outcome.message}" if outcome.action == "fail" else ""
-    task_log.log(
-        level,
-        "task %s kind=%s attempt=%d duration=%.3fs outcome=%s%s",
-        task.id,
-        task.kind,
-        task.attempt,
-        duration,
-        outcome.label,
-        error,
-        extra={
-            "task_id": task.id,
-            "kind": task.kind,
-            "queue": task.queue,
-            "attempt": task.attempt,
-            "duration": duration,
-            "outcome": outcome.label,
-        },
-    )
