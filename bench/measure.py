@@ -12,11 +12,17 @@ from dataclasses import dataclass, field
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) from /proc/<pid>/stat."""
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads, from /proc/<pid>/stat.
+    System time is where fsync, epoll and socket work show up."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads)."""
+    return sum(proc_cpu_split(pid))
 
 
 def self_cpu_seconds() -> float:
@@ -56,6 +62,7 @@ class Sample:
     broker_cpu: float
     client_cpu: float  # this (bench) process
     worker_cpu: float = 0.0  # worker subprocesses, where there are any
+    broker_sys: float = 0.0  # the kernel's part of broker_cpu
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     rpcs: int | None = None
     note: str = ""
@@ -78,7 +85,7 @@ class CpuWindow:
         self.other_pids = list(other_pids)
 
     def __enter__(self) -> CpuWindow:
-        self._broker = proc_cpu_seconds(self.broker_pid)
+        self._broker = proc_cpu_split(self.broker_pid)
         self._self = self_cpu_seconds()
         self._others = sum(proc_cpu_seconds(pid) for pid in self.other_pids)
         self._started = time.perf_counter()
@@ -92,7 +99,9 @@ class CpuWindow:
         if hasattr(self, "seconds"):
             return
         self.seconds = time.perf_counter() - self._started
-        self.broker_cpu = proc_cpu_seconds(self.broker_pid) - self._broker
+        user, system = proc_cpu_split(self.broker_pid)
+        self.broker_cpu = user + system - sum(self._broker)
+        self.broker_sys = system - self._broker[1]
         others = sum(proc_cpu_seconds(pid) for pid in self.other_pids) - self._others
         self.client_cpu = self_cpu_seconds() - self._self
         self.worker_cpu = others

@@ -36,6 +36,9 @@ def summarize(runs: Sequence[Sequence[Sample]]) -> list[dict[str, object]]:
                 "broker_cpu_s": med(lambda s: s.broker_cpu),
                 "broker_cpu_us_per_task": med(lambda s: s.broker_cpu / s.tasks * 1e6),
                 "broker_util": med(lambda s: s.broker_cpu / s.seconds),
+                "broker_sys_share": med(
+                    lambda s: s.broker_sys / s.broker_cpu if s.broker_cpu else None
+                ),
                 "client_cpu_s": med(lambda s: s.client_cpu),
                 "worker_cpu_s": med(lambda s: s.worker_cpu if s.worker_cpu else None),
                 "rpcs_per_task": med(lambda s: s.rpcs / s.tasks if s.rpcs is not None else None),
@@ -50,13 +53,14 @@ def _fmt(value: object, spec: str) -> str:
 
 def main_table(rows: Sequence[dict[str, object]]) -> str:
     header = (
-        "| scenario | tasks | tasks/s | p50 ms | p95 ms | p99 ms | broker CPU s (busy) "
+        "| scenario | tasks | tasks/s | p50 ms | p95 ms | p99 ms | broker CPU s (busy, sys) "
         "| broker µs/task | bench CPU s | worker CPU s | RPCs/task |"
     )
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        util = r["broker_util"]
-        busy = f" ({util:.0%})" if isinstance(util, float) else ""
+        util, sys_share = r["broker_util"], r["broker_sys_share"]
+        busy = f" ({util:.0%}, {sys_share:.0%})" if isinstance(util, float) else ""
+        busy = busy if isinstance(sys_share, float) else ""
         lines.append(
             f"| {r['label']} | {_fmt(r['tasks'], ',.0f')} | {_fmt(r['rate'], ',.0f')} "
             f"| {_fmt(r['p50_ms'], '.2f')} | {_fmt(r['p95_ms'], '.2f')} "

@@ -50,6 +50,7 @@ def timed(
         tasks=moved.tasks,
         seconds=window.seconds,
         broker_cpu=window.broker_cpu,
+        broker_sys=window.broker_sys,
         client_cpu=window.client_cpu,
         worker_cpu=window.worker_cpu,
         latencies_ms=moved.latencies_ms,
@@ -79,7 +80,8 @@ async def run_loops(
 
 @contextmanager
 def _profiled(broker_pid: int, scenario: str) -> Iterator[None]:
-    """py-spy (raw collapsed stacks, per thread, non-blocking) on the broker, if asked for."""
+    """py-spy on the broker, if asked for: raw collapsed stacks per thread, only samples
+    that hold the GIL (Python CPU, not fsync or epoll waits), without pausing the broker."""
     if PROFILE_DIR is None:
         yield
         return
@@ -88,7 +90,7 @@ def _profiled(broker_pid: int, scenario: str) -> Iterator[None]:
     out = PROFILE_DIR / f"{scenario}.txt"
     command = [str(py_spy), "record", "-p", str(broker_pid), "-f", "raw", "-o", str(out)]
     spy = subprocess.Popen(
-        [*command, "--threads", "--nonblocking", "--rate", "200"],
+        [*command, "--threads", "--gil", "--nonblocking", "--rate", "200"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

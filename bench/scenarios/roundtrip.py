@@ -53,4 +53,6 @@ def roundtrip(sizes: Sizes, config: RunConfig) -> list[Sample]:
             report = workers.stop()
             workers.kill()
     sample.label += f", transport {report.transport}"
+    if sample.rpcs is not None and report.rpcs is not None:  # the worker's too (+ its warm-up)
+        sample.rpcs += report.rpcs
     return [sample]
