@@ -5,13 +5,14 @@
 Starts `conveyor serve` (durable `sync` by default) on a temp dir, enqueues the
 tasks (~100-byte JSON payloads), runs the worker in a thread with default
 settings and reports tasks per second from the worker's start to the last
-result, and the CPU the worker's process spent per task (the broker runs in
-its own process; both share the machine's cores).
+result, and the CPU the worker's process and the broker spent per task (they
+share the machine's cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -40,12 +41,23 @@ def main() -> None:
             )
             address = broker.start()
             try:
-                run(address, args, concurrency)
+                assert broker.process is not None
+                run(address, args, concurrency, broker.process.pid)
             finally:
                 broker.stop()
 
 
-def run(address: str, args: argparse.Namespace, concurrency: int) -> None:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(address: str, args: argparse.Namespace, concurrency: int, broker_pid: int) -> None:
     with Client(address) as client:
         tasks = client.enqueue_many([("noop", PAYLOAD) for _ in range(args.tasks)], queue="bench")
         worker = Worker(
@@ -68,12 +80,14 @@ def run(address: str, args: argparse.Namespace, concurrency: int) -> None:
 
             worker.register(noop_async, "noop")
         thread = threading.Thread(target=worker.run)
+        broker_started = process_cpu(broker_pid)
         started, cpu_started = time.perf_counter(), time.process_time()
         thread.start()
         for task in tasks[-2 * concurrency :]:  # leased in enqueue order: these finish last
             client.result(task.id, timeout=300)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+        broker_cpu = process_cpu(broker_pid) - broker_started
         worker.stop()
         thread.join()
         sample = tasks[:: max(1, len(tasks) // 500)]  # spot-check, outside the timing
@@ -81,8 +95,8 @@ def run(address: str, args: argparse.Namespace, concurrency: int) -> None:
     print(
         f"{args.tasks} no-op {args.handler} tasks, concurrency {concurrency}, "
         f"transport {args.transport}, durability {args.durability}: {elapsed:.2f} s = "
-        f"{args.tasks / elapsed:,.0f} tasks/s; worker process CPU "
-        f"{cpu / args.tasks * 1e6:.0f} us/task",
+        f"{args.tasks / elapsed:,.0f} tasks/s; CPU per task: worker process "
+        f"{cpu / args.tasks * 1e6:.0f} us, broker {broker_cpu / args.tasks * 1e6:.0f} us",
         flush=True,
     )
 

@@ -246,7 +246,7 @@ class AsyncClient(AsyncScheduleMixin, ClientBase):
         if wait is not None and deadline is not None:
             deadline += _convert.seconds(wait) or 0.0
         response = await self._call(self._workers.Lease, request, deadline)
-        return [self._task(pb) for pb in response.tasks]
+        return [self._leased_task(pb) for pb in response.tasks]
 
     def work_stream(
         self,
@@ -273,7 +273,7 @@ class AsyncClient(AsyncScheduleMixin, ClientBase):
             lambda: self._workers.StreamWork(metadata=self._metadata),
             opening,
             self.serializer,
-            self._task,
+            self._leased_task,
         )
 
     async def extend(

@@ -63,6 +63,9 @@ class ClientBase:
     def _task(self, pb: task_pb2.Task, duplicate: bool = False) -> Task:
         return _convert.task_from_pb(pb, self.serializer, duplicate)
 
+    def _leased_task(self, pb: task_pb2.Task) -> Task:
+        return _convert.leased_task_from_pb(pb, self.serializer)
+
     def _enqueue_request(
         self, kind: str, payload: Any, reject_duplicate: bool, options: dict[str, Any]
     ) -> task_service_pb2.EnqueueRequest:

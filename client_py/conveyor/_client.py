@@ -224,7 +224,7 @@ class Client(ScheduleMixin, ClientBase):
         if wait is not None and deadline is not None:
             deadline += _convert.seconds(wait) or 0.0
         response = self._call(self._workers.Lease, request, deadline)
-        return [self._task(pb) for pb in response.tasks]
+        return [self._leased_task(pb) for pb in response.tasks]
 
     def extend(
         self,

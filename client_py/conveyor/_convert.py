@@ -130,10 +130,7 @@ def options(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_from_pb(pb: task_pb2.Task, serializer: Serializer, duplicate: bool = False) -> Task:
-    error = None
-    if pb.HasField("last_error"):
-        e = pb.last_error
-        error = TaskError(e.type, e.message, e.details, e.attempt, _time(e, "failed_at"))  # type: ignore[arg-type]
+    error = _error(pb) if pb.HasField("last_error") else None
     has_result = pb.HasField("result")
     return Task(
         id=pb.id,
@@ -163,6 +160,94 @@ def task_from_pb(pb: task_pb2.Task, serializer: Serializer, duplicate: bool = Fa
         duplicate=duplicate,
         serializer=serializer,
     )
+
+
+_TIME_FIELDS = (
+    "created_at",
+    "updated_at",
+    "run_at",
+    "deadline",
+    "leased_at",
+    "lease_expires_at",
+    "finished_at",
+)
+
+
+class _LazyTime:
+    """A Task time decoded from the protobuf message on first read, then kept."""
+
+    __slots__ = ("name", "slot")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.slot = Task.__dict__[name]  # the dataclass's slot descriptor
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        try:
+            return self.slot.__get__(obj, owner)
+        except AttributeError:
+            value = _time(obj._pb, self.name)
+            self.slot.__set__(obj, value)
+            return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        self.slot.__set__(obj, value)
+
+
+class LeasedTask(Task):
+    """A Task handed to a worker. Same fields; its times are decoded when first read.
+
+    A worker rarely looks at them, and decoding seven timestamps was the biggest
+    share of turning a leased task into a Task.
+    """
+
+    __slots__ = ("_pb",)
+
+    @property
+    def lease_seconds(self) -> float | None:
+        """Length of the lease, from the message (no datetimes)."""
+        pb = self._pb
+        if not (pb.HasField("lease_expires_at") and pb.HasField("leased_at")):
+            return None
+        end, start = pb.lease_expires_at, pb.leased_at
+        return (end.seconds - start.seconds) + (end.nanos - start.nanos) / 1e9
+
+
+for _name in _TIME_FIELDS:
+    setattr(LeasedTask, _name, _LazyTime(_name))
+
+
+def leased_task_from_pb(pb: task_pb2.Task, serializer: Serializer) -> Task:
+    """task_from_pb for Lease and StreamWork answers, with lazily decoded times."""
+    task = object.__new__(LeasedTask)
+    task._pb = pb
+    task.id = pb.id
+    task.queue = pb.queue
+    task.kind = pb.kind
+    task.state = _STATES.get(pb.state, TaskState.UNSPECIFIED)
+    task.attempt = pb.attempt
+    task.max_attempts = pb.max_attempts
+    task.priority = pb.priority
+    task.headers = dict(pb.headers) if pb.headers else {}
+    task.payload_bytes = pb.payload
+    task.content_type = pb.content_type
+    task.lease_token = pb.lease_token
+    task.worker_id = pb.worker_id
+    task.unique_key = pb.unique_key
+    task.cancel_requested = pb.cancel_requested
+    task.last_error = _error(pb) if pb.HasField("last_error") else None
+    task.result_bytes = None
+    task.result_content_type = ""
+    task.duplicate = False
+    task.serializer = serializer
+    return task
+
+
+def _error(pb: task_pb2.Task) -> TaskError:
+    e = pb.last_error
+    return TaskError(e.type, e.message, e.details, e.attempt, _time(e, "failed_at"))
 
 
 # -- worker calls ---------------------------------------------------------------

@@ -123,6 +123,13 @@ class Task:
         return self._decode(self.result_bytes, self.result_content_type)
 
     @property
+    def lease_seconds(self) -> float | None:
+        """Length of the lease this task was handed out under (Lease responses only)."""
+        if self.lease_expires_at is None or self.leased_at is None:
+            return None
+        return (self.lease_expires_at - self.leased_at).total_seconds()
+
+    @property
     def lease(self) -> LeaseRef:
         """The lease this task was handed out under (Lease responses only)."""
         return LeaseRef(self.id, self.lease_token)

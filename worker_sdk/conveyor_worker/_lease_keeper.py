@@ -64,9 +64,7 @@ class LeaseKeeper:
     def add(self, task: Task) -> None:
         interval = self._interval
         if interval is None:
-            length = _FALLBACK_LEASE_SECONDS
-            if task.lease_expires_at is not None and task.leased_at is not None:
-                length = (task.lease_expires_at - task.leased_at).total_seconds() or length
+            length = task.lease_seconds or _FALLBACK_LEASE_SECONDS
             interval = min(self._heartbeat, length / 3)
         next_at = time.monotonic() + interval
         self._held[task.id] = _Held(task, interval, next_at)
