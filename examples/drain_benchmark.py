@@ -29,7 +29,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=30_000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64])
-    parser.add_argument("--handler", choices=["sync", "async"], default="sync")
+    parser.add_argument(
+        "--handler",
+        choices=["sync", "async", "inline"],
+        default="sync",
+        help="sync (thread pool, the default), async, or sync with inline=True (opt-in)",
+    )
     parser.add_argument("--transport", choices=["auto", "stream", "unary"], default="auto")
     parser.add_argument("--durability", choices=["sync", "nosync"], default="sync")
     args = parser.parse_args()
@@ -67,12 +72,12 @@ def run(address: str, args: argparse.Namespace, concurrency: int, broker_pid: in
             poll_wait=1,
             transport=args.transport,
         )
-        if args.handler == "sync":
+        if args.handler != "async":
 
             def noop(payload):
                 return None
 
-            worker.register(noop, "noop")
+            worker.register(noop, "noop", inline=args.handler == "inline")
         else:
 
             async def noop_async(payload):

@@ -153,3 +153,25 @@ def test_handler_enqueue_and_task_decorator_name_the_function(shared_broker, cli
         assert client.result(first.id, timeout=10) == 5
         assert client.result(second.id, timeout=10) == -5
     worker.producer_client().close()
+
+
+def test_inline_sync_handlers_run_on_the_event_loop(shared_broker, client, run_worker):
+    worker = Worker(shared_broker.address, queues=["w-inline"], concurrency=4, poll_wait=1)
+
+    @worker.handler("inline.kind", inline=True)
+    def inline_kind(payload, ctx):
+        if payload == "boom":
+            raise ValueError("inline failure")
+        return [payload, threading.current_thread().name.startswith("conveyor-handler")]
+
+    with pytest.raises(ValueError, match="sync handlers"):
+
+        @worker.handler("inline.async", inline=True)
+        async def inline_async(payload):
+            return payload
+
+    tasks = client.enqueue_many([("inline.kind", i) for i in range(200)], queue="w-inline")
+    bad = client.enqueue("inline.kind", "boom", queue="w-inline", max_attempts=1)
+    with run_worker(worker):
+        assert [client.result(t.id, timeout=10) for t in tasks] == [[i, False] for i in range(200)]
+        assert client.wait(bad.id, timeout=10).last_error.type == "ValueError"

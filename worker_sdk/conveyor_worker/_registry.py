@@ -21,6 +21,11 @@ class Handler(TaskFunction[..., Any]):
     `timeout` bounds one run; exceptions in `non_retryable` make the task DEAD at once.
     Async handlers are cancelled (asyncio) when a cancel request arrives, if
     `cancel_on_request`; sync handlers read `ctx.is_cancelled`.
+
+    `inline=True` (sync handlers only) calls the function on the worker's event loop
+    instead of the thread pool: no thread hop, but while it runs nothing else does
+    (no heartbeats, no other task), and `timeout` cannot interrupt it. Only for
+    trivial handlers that return in microseconds and never block.
     """
 
     def __init__(
@@ -32,6 +37,7 @@ class Handler(TaskFunction[..., Any]):
         timeout: timedelta | float | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
         cancel_on_request: bool = True,
+        inline: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(fn, kind, **options)
@@ -42,6 +48,9 @@ class Handler(TaskFunction[..., Any]):
         self.non_retryable = tuple(non_retryable)
         self.cancel_on_request = cancel_on_request
         self.is_async = inspect.iscoroutinefunction(fn)
+        if inline and self.is_async:
+            raise ValueError(f"{kind}: inline=True is for sync handlers; async ones use the loop")
+        self.inline = inline
         self.takes_context = _takes_two_arguments(fn)
 
     def _producer_client(self) -> Client:

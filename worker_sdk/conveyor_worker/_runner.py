@@ -56,6 +56,21 @@ class HandlerPool:
         context = contextvars.copy_context()
         self._jobs.put((context.run, (fn, *args), done))
 
+    def run_inline(self, fn: Callable[..., Any], args: tuple[Any, ...], done: _Done) -> None:
+        """Run fn(*args) now, on the loop; done(result, exc) follows with the next delivery.
+
+        Deferred rather than called at once, so that a burst of inline handlers does not
+        recurse (a finished handler frees a slot, which starts the next one).
+        """
+        try:
+            item = (done, fn(*args), None)
+        except BaseException as exc:  # reported as the handler's outcome
+            item = (done, None, exc)
+        self._done.append(item)
+        if not self._is_wake_pending:
+            self._is_wake_pending = True
+            self._loop.call_soon(self._deliver)
+
     def shutdown(self) -> None:
         """Let idle threads exit; busy ones exit after their call."""
         for _ in self._threads:
@@ -142,6 +157,8 @@ class HandlerRun:
         if handler.is_async:
             self.task = asyncio.ensure_future(handler.fn(*args))
             self.task.add_done_callback(self._async_done)
+        elif handler.inline:
+            pool.run_inline(handler.fn, args, self._sync_done)
         else:
             pool.submit(handler.fn, args, self._sync_done)
 

@@ -103,12 +103,15 @@ class Worker:
         timeout: Seconds | None = None,
         non_retryable: Sequence[type[BaseException]] = (),
         cancel_on_request: bool = True,
+        inline: bool = False,
         **options: Any,
     ) -> Callable[[Callable[..., Any]], Handler]:
         """Decorator registering `fn(payload, ctx)` (sync or async) for a task kind.
 
         The returned Handler is still callable and has `.enqueue(payload, **options)`.
-        `options` (queue, priority, ...) are defaults for that enqueue.
+        `options` (queue, priority, ...) are defaults for that enqueue. `inline=True`
+        runs a trivial sync handler on the event loop instead of the thread pool (see
+        Handler and docs/worker.md: no timeout, nothing else runs meanwhile).
         """
 
         def register(fn: Callable[..., Any]) -> Handler:
@@ -118,6 +121,7 @@ class Worker:
                 timeout=timeout,
                 non_retryable=non_retryable,
                 cancel_on_request=cancel_on_request,
+                inline=inline,
                 **options,
             )
 
