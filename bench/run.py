@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
     parser.add_argument("--durability", choices=["sync", "nosync"], default="sync")
     parser.add_argument("--enqueue-concurrency", type=int, default=128, metavar="N")
-    parser.add_argument("--drain-concurrency", type=int, default=64, metavar="N")
+    parser.add_argument(
+        "--drain-concurrency", type=int, default=512, metavar="N", help="best measured: 512"
+    )
     parser.add_argument("--drain-prefetch", type=int, default=0, metavar="N")
     parser.add_argument("--drain-handler", choices=["sync", "async"], default="async")
     parser.add_argument("--drain-processes", type=int, default=1, metavar="N")
@@ -110,7 +112,10 @@ def run(args: Any) -> int:
 
 
 def _commit() -> str:
-    """The code measured, so a table can be matched to a commit (dirty: uncommitted edits)."""
+    """The code measured, so a table can be matched to a commit (dirty: uncommitted edits).
+    CONVEYOR_BENCH_COMMIT names it when the code runs from an exported snapshot."""
+    if os.environ.get("CONVEYOR_BENCH_COMMIT"):
+        return os.environ["CONVEYOR_BENCH_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty"],
