@@ -7,10 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench import rpc_count
 from bench.measure import CpuWindow, Sample
@@ -36,14 +37,14 @@ def timed(
     scenario: str,
     label: str,
     broker_pid: int,
-    body: Callable[[], Awaitable[Moved]],
+    body: Callable[[], Coroutine[Any, Any, Moved]],
     worker_pids: Sequence[int] = (),
 ) -> Sample:
     """Run `body` on a fresh event loop inside a CPU window; RPCs counted unless it knows."""
     with _profiled(broker_pid, scenario), rpc_count.counting() as counted:
         window = CpuWindow(broker_pid, worker_pids)
         with window:
-            moved = asyncio.run(body())
+            moved: Moved = asyncio.run(body())
     return Sample(
         scenario=scenario,
         label=label,
