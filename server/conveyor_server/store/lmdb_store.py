@@ -130,6 +130,7 @@ class LmdbStore:
             self._env.close()
             self._lock_file.close()
             raise
+        self._page_size: int = self._env.stat()["psize"]
         self._resize_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
@@ -282,11 +283,16 @@ class LmdbStore:
         return outcomes
 
     def _after_commit(self) -> None:
-        info = self._env.info()
-        page_size = self._env.stat()["psize"]
-        if (info["last_pgno"] + 1) * page_size > _GROW_AT * self._map_size:
+        used = (self._env.info()["last_pgno"] + 1) * self._page_size
+        if used > _GROW_AT * self._map_size:
             self._grow()
-        self._is_accepting_growth = self._live_bytes(page_size) < _GROWTH_LIMIT * self._max_bytes
+        # The file's high-water mark bounds the live data, so counting live pages (a read
+        # transaction and a stat per database) is needed only once the file is near the limit.
+        if used >= _GROWTH_LIMIT * self._max_bytes:
+            live = self._live_bytes(self._page_size)
+            self._is_accepting_growth = live < _GROWTH_LIMIT * self._max_bytes
+        else:
+            self._is_accepting_growth = True
         if not self._durable and time.monotonic() - self._last_flush > 1.0:
             self._env.sync(True)
             self._last_flush = time.monotonic()
