@@ -47,6 +47,7 @@ _MAX_MESSAGE_BYTES = 64 << 20
 #: by the event loop (CANCELLED, nothing logged); one async client with a few
 #: thousand calls in flight hits that. Allow bursts of this many instead.
 _MAX_PENDING_CALLS = 20_000
+_REFUSAL_WINDOW_SECONDS = 0.25
 
 
 async def serve(config: ServeConfig) -> None:
@@ -129,6 +130,9 @@ async def serve(config: ServeConfig) -> None:
         await watcher.stop()
     await scheduler.stop()
     await engine.stop()
+    # A short window in which new calls get a clear UNAVAILABLE from the interceptor;
+    # once server.stop() begins, gRPC itself may answer late arrivals with CANCELLED.
+    await asyncio.sleep(min(_REFUSAL_WINDOW_SECONDS, config.shutdown_grace))
     await server.stop(config.shutdown_grace)
     store.close()
     log.info("stopped cleanly")

@@ -39,6 +39,23 @@ def retry_policy_to_pb(policy: RetryPolicy, out: task_pb2.RetryPolicy) -> None:
     out.jitter = policy.jitter
 
 
+def retry_policy_from_pb(rp: task_pb2.RetryPolicy) -> RetryPolicy:
+    """Unset parts take the broker defaults (a TaskSpec's or a schedule template's policy)."""
+    defaults = RetryPolicy()
+    return RetryPolicy(
+        initial_backoff=(
+            get_duration(rp.initial_backoff)
+            if rp.HasField("initial_backoff")
+            else defaults.initial_backoff
+        ),
+        multiplier=rp.multiplier or defaults.multiplier,
+        max_backoff=(
+            get_duration(rp.max_backoff) if rp.HasField("max_backoff") else defaults.max_backoff
+        ),
+        jitter=rp.jitter,
+    )
+
+
 def task_to_pb(
     task: Task, *, include_lease_token: bool = False, include_payload: bool = True
 ) -> task_pb2.Task:

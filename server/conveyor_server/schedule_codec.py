@@ -8,9 +8,14 @@ decoding, rejects them with a message naming the field.
 from __future__ import annotations
 
 from conveyor.v1 import schedule_service_pb2 as pb2
-from conveyor.v1 import task_pb2
-from conveyor_server.codec import get_duration, get_time, retry_policy_to_pb, set_duration, set_time
-from conveyor_server.core.model import RetryPolicy
+from conveyor_server.codec import (
+    get_duration,
+    get_time,
+    retry_policy_from_pb,
+    retry_policy_to_pb,
+    set_duration,
+    set_time,
+)
 from conveyor_server.core.schedules import (
     DEFAULT_MISFIRE_LIMIT,
     MisfirePolicy,
@@ -40,23 +45,6 @@ def _optional_time(message: object, name: str) -> float | None:
     if not message.HasField(name):  # type: ignore[attr-defined]
         return None
     return get_time(getattr(message, name))
-
-
-def retry_policy_from_pb(rp: task_pb2.RetryPolicy) -> RetryPolicy:
-    """Unset parts take the broker defaults, as in TaskSpec."""
-    defaults = RetryPolicy()
-    return RetryPolicy(
-        initial_backoff=(
-            get_duration(rp.initial_backoff)
-            if rp.HasField("initial_backoff")
-            else defaults.initial_backoff
-        ),
-        multiplier=rp.multiplier or defaults.multiplier,
-        max_backoff=(
-            get_duration(rp.max_backoff) if rp.HasField("max_backoff") else defaults.max_backoff
-        ),
-        jitter=rp.jitter,
-    )
 
 
 def template_from_pb(pb: pb2.TaskTemplate) -> TaskTemplate:

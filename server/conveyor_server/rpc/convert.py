@@ -9,6 +9,7 @@ from conveyor_server.codec import (
     enqueued_task_to_pb,
     get_duration,
     get_time,
+    retry_policy_from_pb,
     set_time,
     task_to_pb,
 )
@@ -21,7 +22,6 @@ from conveyor_server.core.model import (
     ItemOutcome,
     LeaseRef,
     QueueOrder,
-    RetryPolicy,
     TaskResult,
     TaskSpec,
 )
@@ -38,20 +38,7 @@ def optional_duration(message: object, field: str) -> float | None:
 def spec_from_pb(pb: task_pb2.TaskSpec) -> TaskSpec:
     retry = None
     if pb.HasField("retry_policy"):
-        rp = pb.retry_policy
-        defaults = RetryPolicy()
-        retry = RetryPolicy(
-            initial_backoff=(
-                get_duration(rp.initial_backoff)
-                if rp.HasField("initial_backoff")
-                else defaults.initial_backoff
-            ),
-            multiplier=rp.multiplier or defaults.multiplier,
-            max_backoff=(
-                get_duration(rp.max_backoff) if rp.HasField("max_backoff") else defaults.max_backoff
-            ),
-            jitter=rp.jitter,
-        )
+        retry = retry_policy_from_pb(pb.retry_policy)
     return TaskSpec(
         kind=pb.kind,
         queue=pb.queue or DEFAULT_QUEUE,
