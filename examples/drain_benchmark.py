@@ -65,19 +65,14 @@ def process_cpu(pid: int) -> float:
 def run(address: str, args: argparse.Namespace, concurrency: int, broker_pid: int) -> None:
     with Client(address) as client:
         tasks = client.enqueue_many([("noop", PAYLOAD) for _ in range(args.tasks)], queue="bench")
-        worker = Worker(
-            address,
-            queues=["bench"],
-            concurrency=concurrency,
-            poll_wait=1,
-            transport=args.transport,
-        )
+        options = {} if args.transport == "auto" else {"transport": args.transport}
+        worker = Worker(address, queues=["bench"], concurrency=concurrency, poll_wait=1, **options)
         if args.handler != "async":
 
             def noop(payload):
                 return None
 
-            worker.register(noop, "noop", inline=args.handler == "inline")
+            worker.register(noop, "noop", **({"inline": True} if args.handler == "inline" else {}))
         else:
 
             async def noop_async(payload):

@@ -23,7 +23,9 @@ def add_worker_command(subparsers: Any) -> None:
     p.add_argument("--target", default=os.environ.get("CONVEYOR_TARGET"), help="broker host:port")
     p.add_argument("--grace-period", type=float, help="seconds running tasks get on shutdown")
     p.add_argument(
-        "--log-level", default=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"), help="INFO, WARNING"
+        "--log-level",
+        default=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"),
+        help="DEBUG (adds a line per successful task), INFO, WARNING",
     )
     p.set_defaults(run=run_worker_command)
 

@@ -25,6 +25,11 @@ __all__ = ["HandlerPool", "HandlerRun"]
 
 log = logging.getLogger("conveyor.worker")
 
+#: Completions handled per loop turn. The outcomes (and the credits they free)
+#: leave between turns, so the broker records and leases while the worker still
+#: works through a big batch instead of both taking turns (measured on 2 cores).
+_DELIVER_BATCH = 128
+
 _Done = Callable[[Any, BaseException | None], None]
 
 
@@ -97,12 +102,17 @@ class HandlerPool:
     def _deliver(self) -> None:
         self._is_wake_pending = False  # before draining: a later append wakes us again
         done = self._done
-        while done:
+        for _ in range(_DELIVER_BATCH):
+            if not done:
+                return
             callback, result, exc = done.popleft()
             try:
                 callback(result, exc)
             except Exception:  # boundary: the next completions must still be delivered
                 log.exception("internal error delivering a handler's outcome")
+        if done and not self._is_wake_pending:  # let the outcomes so far leave first
+            self._is_wake_pending = True
+            self._loop.call_soon(self._deliver)
 
 
 class HandlerRun:

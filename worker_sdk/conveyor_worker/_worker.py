@@ -44,7 +44,7 @@ class Worker:
         concurrency: handlers running at once; also how many tasks it leases at most.
         lease_duration: lease asked for; None uses each task's own (30 s default).
         heartbeat: longest gap between lease extensions (cancel requests arrive with them).
-        poll_wait: how long one Lease call long-polls when the queues are empty.
+        poll_wait: how long one Lease call long-polls when the queues are empty (unary).
         grace_period: on shutdown, how long running handlers may take to finish.
         prefetch: tasks leased beyond the idle slots (0: none wait in a local buffer).
         transport: "auto" (default) takes tasks on one StreamWork stream and falls back
