@@ -204,15 +204,16 @@ class LeasedTask(Task):
     """
 
     __slots__ = ("_pb",)
+    _pb: task_pb2.Task
 
     @property
     def lease_seconds(self) -> float | None:
         """Length of the lease, from the message (no datetimes)."""
         pb = self._pb
-        if not (pb.HasField("lease_expires_at") and pb.HasField("leased_at")):
+        if not pb.HasField("lease_expires_at"):
             return None
-        end, start = pb.lease_expires_at, pb.leased_at
-        return (end.seconds - start.seconds) + (end.nanos - start.nanos) / 1e9
+        end, start = pb.lease_expires_at, pb.leased_at  # leased_at is set with the expiry
+        return (end.seconds - start.seconds) + (end.nanos - start.nanos) * 1e-9
 
 
 for _name in _TIME_FIELDS:

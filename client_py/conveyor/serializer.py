@@ -54,17 +54,20 @@ class JsonSerializer:
         return data
 
 
+_decode_json = json.JSONDecoder().decode
+
+
 def _json_loads(data: bytes) -> Any:
     """json.loads, decoding plain UTF-8 first: json's encoding sniffing for bytes costs
     more than the parse of a ~100-byte payload. BOMs, UTF-16/32 (NULs in the first
     bytes) and invalid UTF-8 take json's own path, so the results are the same."""
-    if data[:1] != b"\xef" and b"\x00" not in data[:4]:
+    if not data.startswith(b"\xef") and data.find(b"\x00", 0, 4) < 0:
         try:
             text = data.decode()
         except UnicodeDecodeError:
             pass
         else:
-            return json.loads(text)
+            return _decode_json(text)
     return json.loads(data)
 
 

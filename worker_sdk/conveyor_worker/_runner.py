@@ -31,6 +31,7 @@ log = logging.getLogger("conveyor.worker")
 _DELIVER_BATCH = 128
 
 _Done = Callable[[Any, BaseException | None], None]
+_Completion = tuple[_Done, Any, BaseException | None]
 
 
 class HandlerPool:
@@ -47,7 +48,7 @@ class HandlerPool:
         self._jobs: SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], _Done] | None] = (
             SimpleQueue()
         )
-        self._done: deque[tuple[_Done, Any, BaseException | None]] = deque()
+        self._done: deque[_Completion] = deque()
         self._is_wake_pending = False
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
@@ -67,6 +68,7 @@ class HandlerPool:
         Deferred rather than called at once, so that a burst of inline handlers does not
         recurse (a finished handler frees a slot, which starts the next one).
         """
+        item: _Completion
         try:
             item = (done, fn(*args), None)
         except BaseException as exc:  # reported as the handler's outcome
@@ -85,6 +87,7 @@ class HandlerPool:
         jobs, done = self._jobs, self._done
         while (job := jobs.get()) is not None:
             call, args, callback = job
+            item: _Completion
             try:
                 item = (callback, call(*args), None)
             except BaseException as exc:  # reported as the handler's outcome

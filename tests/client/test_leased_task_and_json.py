@@ -1,0 +1,62 @@
+"""Hot-path conversions: lazily decoded leased tasks and the JSON fast path give the same values."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from conveyor import Task
+from conveyor._convert import leased_task_from_pb, task_from_pb
+from conveyor.serializer import JsonSerializer
+from conveyor.v1 import task_pb2
+
+
+def leased_pb() -> task_pb2.Task:
+    pb = task_pb2.Task(
+        id="t1",
+        queue="q",
+        kind="k",
+        payload=b'{"a": [1, 2]}',
+        content_type="application/json",
+        state=task_pb2.TASK_STATE_LEASED,
+        attempt=2,
+        max_attempts=3,
+        lease_token="tok",
+        headers={"h": "v"},
+    )
+    pb.created_at.FromDatetime(datetime(2026, 1, 2, 3, 4, 5, 678901))
+    pb.leased_at.FromDatetime(datetime(2026, 1, 2, 3, 4, 6))
+    pb.lease_expires_at.FromDatetime(datetime(2026, 1, 2, 3, 4, 36, 500000))
+    pb.last_error.type = "E"
+    pb.last_error.failed_at.FromDatetime(datetime(2026, 1, 2, 3, 4, 5))
+    return pb
+
+
+def test_a_leased_task_reads_like_an_eager_one():
+    serializer = JsonSerializer()
+    eager = task_from_pb(leased_pb(), serializer)
+    lazy = leased_task_from_pb(leased_pb(), serializer)
+    assert isinstance(lazy, Task)
+    for field in dataclasses.fields(Task):
+        assert getattr(lazy, field.name) == getattr(eager, field.name), field.name
+    assert lazy.created_at == datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    assert lazy.deadline is None and lazy.payload == {"a": [1, 2]}
+    assert lazy.lease_seconds == pytest.approx(30.5) == eager.lease_seconds
+    lazy.run_at = None  # still assignable
+    assert lazy.run_at is None
+    assert dataclasses.replace(lazy, attempt=3).attempt == 3
+
+
+@pytest.mark.parametrize("value", [{"a": "é😀"}, [1, 2], "x", None, 1.5, " x"])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32"])
+def test_json_payloads_decode_as_json_loads_does(value, encoding):
+    data = json.dumps(value, ensure_ascii=False).encode(encoding)
+    assert JsonSerializer().loads(data, "application/json") == json.loads(data) == value
+
+
+def test_malformed_json_still_raises():
+    with pytest.raises(json.JSONDecodeError):
+        JsonSerializer().loads(b"{bad", "application/json")
