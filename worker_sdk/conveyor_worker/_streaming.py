@@ -68,8 +68,10 @@ class StreamSession(Session):
         stopped = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({pump, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if pump.done() and pump.exception() is None and pump.result():
-                return True  # the broker has no StreamWork: use the unary calls
+            if pump.done():
+                if pump.exception() is None and pump.result():
+                    return True  # the broker has no StreamWork: use the unary calls
+                log.error("the work stream loop ended unexpectedly: %r", pump.exception())
         finally:
             stopped.cancel()
             await self._shutdown(pump)
