@@ -24,7 +24,7 @@ from conveyor_server.core.errors import (
     LeaseLost,
     NotFound,
 )
-from conveyor_server.core.ids import new_lease_token, new_task_id
+from conveyor_server.core.ids import new_task_id
 from conveyor_server.core.model import (
     Ack,
     EnqueueOutcome,
@@ -41,6 +41,7 @@ from conveyor_server.core.model import (
 )
 from conveyor_server.core.retry import backoff_delay
 from conveyor_server.core.settings import BrokerSettings
+from conveyor_server.core.transitions import finish, holds_unique_key, requeue, start_lease
 
 if TYPE_CHECKING:  # the core sees the store only through its protocol
     from conveyor_server.store.base import Store
@@ -146,7 +147,7 @@ class Broker:
             task_id = txn.get_unique(spec.queue, spec.unique_key)
             if task_id is not None:
                 holder = txn.get_task(task_id)
-                if holder is not None and _holds_unique_key(holder, now):
+                if holder is not None and holds_unique_key(holder, now):
                     return holder
         return None
 
@@ -216,7 +217,7 @@ class Broker:
                 task.cancel_requested = True
                 task.updated_at = now
             else:
-                _finish(task, TaskState.CANCELLED, now)
+                finish(task, TaskState.CANCELLED, now)
             txn.put_task(task)
             return task
 
@@ -238,7 +239,7 @@ class Broker:
         Raises:
             InvalidArgument: no queues, a bad name, a bad duration, too many tasks.
         """
-        self.check_lease_request(queues, max_tasks, lease_duration, worker_id)
+        validation.check_lease_request(queues, max_tasks, lease_duration, worker_id, self.settings)
         now = self.clock.now()
         ordered = list(queues)
         if order is QueueOrder.ROUND_ROBIN and len(ordered) > 1:
@@ -257,46 +258,15 @@ class Broker:
                     for task_id in ids:
                         task = _must_get(txn, task_id)
                         if task.deadline is not None and task.deadline <= now:
-                            _finish(task, TaskState.EXPIRED, now)
+                            finish(task, TaskState.EXPIRED, now)
                             batch.expired.append(task)
                         else:
-                            self._start_lease(task, now, lease_duration, worker_id)
+                            start_lease(task, now, lease_duration, worker_id)
                             batch.tasks.append(task)
                         txn.put_task(task)
             return batch
 
         return self.store.write(apply)
-
-    def check_lease_request(
-        self,
-        queues: Sequence[str],
-        max_tasks: int,
-        lease_duration: float | None,
-        worker_id: str,
-    ) -> None:
-        """Raises InvalidArgument naming the field if a lease request is malformed."""
-        s = self.settings
-        if not queues:
-            raise InvalidArgument("queues: name at least one queue")
-        if len(queues) > s.max_queues_per_lease:
-            raise InvalidArgument(f"queues: more than {s.max_queues_per_lease} queues")
-        for index, queue in enumerate(queues):
-            validation.check_name(queue, f"queues[{index}]", s)
-        if not 1 <= max_tasks <= s.max_batch:
-            raise InvalidArgument(f"max_tasks: must be between 1 and {s.max_batch}")
-        validation.check_lease_duration(lease_duration, "lease_duration", s)
-        validation.check_text(worker_id, "worker_id", s.max_worker_id_length)
-
-    def _start_lease(
-        self, task: Task, now: float, lease_duration: float | None, worker_id: str
-    ) -> None:
-        task.state = TaskState.LEASED
-        task.attempt += 1
-        task.leased_at = now
-        task.lease_expires_at = now + (lease_duration or task.lease_duration)
-        task.lease_token = new_lease_token()
-        task.worker_id = worker_id
-        task.updated_at = now
 
     def extend(self, extensions: Sequence[Extension]) -> Future[list[ItemOutcome]]:
         """Heartbeat: push each lease's expiry to now + its duration."""
@@ -321,7 +291,7 @@ class Broker:
                 )
             validation.check_text(item.result.content_type, "result.content_type", 128)
             task.result = item.result
-            _finish(task, TaskState.SUCCEEDED, now)
+            finish(task, TaskState.SUCCEEDED, now)
 
         return self._per_lease(acks, now, ack_one)
 
@@ -343,14 +313,14 @@ class Broker:
                 failed_at=now,
             )
             if task.cancel_requested:
-                _finish(task, TaskState.CANCELLED, now)
+                finish(task, TaskState.CANCELLED, now)
             elif not item.is_retryable or task.attempt >= task.max_attempts:
-                _finish(task, TaskState.DEAD, now)
+                finish(task, TaskState.DEAD, now)
             else:
                 delay = item.retry_delay
                 if delay is None:
                     delay = backoff_delay(task.retry_policy, task.attempt, self._rng)
-                _requeue(task, now + delay, now)
+                requeue(task, now + delay, now)
 
         return self._per_lease(failures, now, fail_one)
 
@@ -361,9 +331,9 @@ class Broker:
         def release_one(task: Task, item: LeaseRef) -> None:
             task.attempt -= 1
             if task.cancel_requested:
-                _finish(task, TaskState.CANCELLED, now)
+                finish(task, TaskState.CANCELLED, now)
             else:
-                _requeue(task, task.run_at, now)
+                requeue(task, task.run_at, now)
 
         return self._per_lease(leases, now, release_one)
 
@@ -408,7 +378,7 @@ class Broker:
             for task_id in _due(txn, "deadlines", now, limit, out):
                 task = _must_get(txn, task_id)
                 if task.state in (TaskState.SCHEDULED, TaskState.READY):
-                    _finish(task, TaskState.EXPIRED, now)
+                    finish(task, TaskState.EXPIRED, now)
                     txn.put_task(task)
                     out.finished.append(task)
             self._promote_scheduled(txn, now, out)
@@ -441,21 +411,15 @@ class Broker:
             failed_at=now,
         )
         if task.cancel_requested:
-            _finish(task, TaskState.CANCELLED, now)
+            finish(task, TaskState.CANCELLED, now)
         elif task.attempt >= task.max_attempts:
-            _finish(task, TaskState.DEAD, now)
+            finish(task, TaskState.DEAD, now)
         else:
-            _requeue(task, task.run_at, now)
+            requeue(task, task.run_at, now)
             out.ready_queues.add(task.queue)
         if task.state.is_final:
             out.finished.append(task)
         txn.put_task(task)
-
-
-def _holds_unique_key(task: Task, now: float) -> bool:
-    if task.unique_window > 0:
-        return now < task.created_at + task.unique_window
-    return not task.state.is_final
 
 
 def _must_get(txn: TaskTxn, task_id: str) -> Task:
@@ -484,22 +448,3 @@ def _current_lease(txn: TaskTxn, ref: LeaseRef, now: float) -> Task:
     if task.lease_expires_at is not None and now >= task.lease_expires_at:
         raise LeaseLost(f"task {ref.task_id!r}: the lease expired")
     return task
-
-
-def _clear_lease(task: Task) -> None:
-    task.lease_expires_at = None
-    task.lease_token = ""
-
-
-def _finish(task: Task, state: TaskState, now: float) -> None:
-    task.state = state
-    task.finished_at = now
-    task.updated_at = now
-    _clear_lease(task)
-
-
-def _requeue(task: Task, run_at: float, now: float) -> None:
-    _clear_lease(task)
-    task.run_at = run_at
-    task.state = TaskState.SCHEDULED if run_at > now else TaskState.READY
-    task.updated_at = now

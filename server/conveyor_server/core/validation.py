@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 from conveyor_server.core.errors import InvalidArgument
 from conveyor_server.core.model import RetryPolicy, TaskSpec
@@ -122,3 +123,23 @@ def _check_headers(headers: dict[str, str], field: str, settings: BrokerSettings
             raise InvalidArgument(f"{field}: empty header name")
         check_text(key, f"{field}[{key[:40]!r}]", settings.max_name_length)
         check_text(value, f"{field}[{key[:40]!r}]", settings.max_error_text)
+
+
+def check_lease_request(
+    queues: Sequence[str],
+    max_tasks: int,
+    lease_duration: float | None,
+    worker_id: str,
+    settings: BrokerSettings,
+) -> None:
+    """A Lease (or a StreamWork `open`): queues, batch size, lease length, worker id."""
+    if not queues:
+        raise InvalidArgument("queues: name at least one queue")
+    if len(queues) > settings.max_queues_per_lease:
+        raise InvalidArgument(f"queues: more than {settings.max_queues_per_lease} queues")
+    for index, queue in enumerate(queues):
+        check_name(queue, f"queues[{index}]", settings)
+    if not 1 <= max_tasks <= settings.max_batch:
+        raise InvalidArgument(f"max_tasks: must be between 1 and {settings.max_batch}")
+    check_lease_duration(lease_duration, "lease_duration", settings)
+    check_text(worker_id, "worker_id", settings.max_worker_id_length)

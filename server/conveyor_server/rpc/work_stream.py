@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable
 
 from conveyor.v1.worker_service_pb2 import StreamWorkRequest, StreamWorkResponse
 from conveyor_server.codec import leased_task_to_pb
+from conveyor_server.core import validation
 from conveyor_server.core.errors import InvalidArgument
 from conveyor_server.core.model import ItemOutcome
 from conveyor_server.engine import Engine
@@ -36,7 +37,9 @@ class WorkStream:
         self._worker_id = spec.worker_id
         self._order = convert.queue_order_from_pb(spec.queue_order)
         # Validate now so a bad `open` ends the stream at once with INVALID_ARGUMENT.
-        engine.broker.check_lease_request(self._queues, 1, self._lease_duration, self._worker_id)
+        validation.check_lease_request(
+            self._queues, 1, self._lease_duration, self._worker_id, engine.settings
+        )
         self._credits = 0
         self._has_credits = asyncio.Event()
         self._outbox: asyncio.Queue[StreamWorkResponse | BaseException | None] = asyncio.Queue()
