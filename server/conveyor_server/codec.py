@@ -79,7 +79,7 @@ def task_to_pb(
 def enqueued_task_to_pb(task: Task) -> task_pb2.Task:
     """Encode a task just created: what a producer reads back, without the policy fields.
 
-    Like leased_task_to_pb this runs once per task on a hot path (EnqueueBatch);
+    Like fill_leased_task this runs once per task on a hot path (EnqueueBatch);
     the policy fields are the ones the producer just sent, and GetTask shows them.
     """
     pb = _worker_view(task, include_payload=True)
@@ -88,33 +88,38 @@ def enqueued_task_to_pb(task: Task) -> task_pb2.Task:
     return pb
 
 
-def leased_task_to_pb(task: Task) -> task_pb2.Task:
-    """Encode a task handed to a worker: what a handler needs, with the lease token.
+def fill_leased_task(pb: task_pb2.Task, task: Task) -> None:
+    """Fill a (fresh, e.g. `response.tasks.add()`) message with what a handler needs.
 
     The broker-side policy fields (retry policy, uniqueness, retention, result)
     are left out: this runs once per leased task on the hottest path, and
-    GetTask shows them.
+    GetTask shows them. Filling a message in place avoids copying it into the
+    response afterwards (~4 us of ~10 us per task).
     """
-    pb = _worker_view(task, include_payload=True)
+    _fill_worker_view(pb, task, include_payload=True)
     pb.lease_token = task.lease_token
-    return pb
 
 
 def _worker_view(task: Task, include_payload: bool) -> task_pb2.Task:
-    pb = task_pb2.Task(
-        id=task.id,
-        queue=task.queue,
-        kind=task.kind,
-        payload=task.payload if include_payload else b"",
-        content_type=task.content_type,
-        priority=task.priority,
-        max_attempts=task.max_attempts,
-        state=int(task.state),  # type: ignore[arg-type]
-        attempt=task.attempt,
-        sequence=task.sequence,
-        worker_id=task.worker_id,
-        cancel_requested=task.cancel_requested,
-    )
+    pb = task_pb2.Task()
+    _fill_worker_view(pb, task, include_payload)
+    return pb
+
+
+def _fill_worker_view(pb: task_pb2.Task, task: Task, include_payload: bool) -> None:
+    pb.id = task.id
+    pb.queue = task.queue
+    pb.kind = task.kind
+    if include_payload:
+        pb.payload = task.payload
+    pb.content_type = task.content_type
+    pb.priority = task.priority
+    pb.max_attempts = task.max_attempts
+    pb.state = task.state.value  # type: ignore[assignment]
+    pb.attempt = task.attempt
+    pb.sequence = task.sequence
+    pb.worker_id = task.worker_id
+    pb.cancel_requested = task.cancel_requested
     if task.headers:
         pb.headers.update(task.headers)
     set_time(pb.run_at, task.run_at)
@@ -133,7 +138,6 @@ def _worker_view(task: Task, include_payload: bool) -> task_pb2.Task:
         pb.last_error.details = err.details
         pb.last_error.attempt = err.attempt
         set_time(pb.last_error.failed_at, err.failed_at)
-    return pb
 
 
 def task_from_pb(pb: task_pb2.Task) -> Task:

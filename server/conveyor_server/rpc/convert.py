@@ -96,13 +96,20 @@ def extensions_from_pb(
 
 
 def acks_from_pb(items: Sequence[worker_service_pb2.AckItem]) -> list[Ack]:
-    return [
-        Ack(
-            lease_ref_from_pb(a.lease),
-            TaskResult(data=a.result.data, content_type=a.result.content_type),
+    acks = []
+    for item in items:
+        lease = item.lease
+        result = (
+            TaskResult(data=item.result.data, content_type=item.result.content_type)
+            if item.HasField("result")
+            else _NO_RESULT
         )
-        for a in items
-    ]
+        acks.append(Ack(LeaseRef(lease.task_id, lease.lease_token), result))
+    return acks
+
+
+#: Shared by acks without a result (no-op handlers); TaskResult is never mutated.
+_NO_RESULT = TaskResult()
 
 
 def failures_from_pb(items: Sequence[worker_service_pb2.FailItem]) -> list[Failure]:

@@ -13,7 +13,7 @@ from conveyor.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from conveyor_server.codec import leased_task_to_pb, task_to_pb
+from conveyor_server.codec import fill_leased_task, task_to_pb
 from conveyor_server.engine import Engine
 from conveyor_server.rpc import convert
 from conveyor_server.rpc.work_stream import WorkStream
@@ -80,7 +80,11 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             convert.queue_order_from_pb(request.queue_order),
             convert.wait_seconds(request),
         )
-        return worker_service_pb2.LeaseResponse(tasks=[leased_task_to_pb(t) for t in tasks])
+        response = worker_service_pb2.LeaseResponse()
+        add = response.tasks.add
+        for task in tasks:
+            fill_leased_task(add(), task)
+        return response
 
     async def ExtendLease(
         self, request: worker_service_pb2.ExtendLeaseRequest, context: _Ctx

@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable
 
 from conveyor.v1.worker_service_pb2 import StreamWorkRequest, StreamWorkResponse
-from conveyor_server.codec import leased_task_to_pb
+from conveyor_server.codec import fill_leased_task
 from conveyor_server.core import validation
 from conveyor_server.core.errors import InvalidArgument
 from conveyor_server.core.model import ItemOutcome
@@ -79,9 +79,6 @@ class WorkStream:
             self._outbox.put_nowait(exc)
 
     def _apply(self, request: StreamWorkRequest) -> None:
-        if request.credits:
-            self._credits = min(self._credits + request.credits, MAX_UNUSED_CREDITS)
-            self._has_credits.set()
         engine = self._engine
         if request.acks:
             self._spawn(self._report(engine.ack(convert.acks_from_pb(request.acks)), "ack"))
@@ -94,6 +91,11 @@ class WorkStream:
         if request.extensions:
             extensions = convert.extensions_from_pb(request.extensions)
             self._spawn(self._report(engine.extend(extensions), "extend"))
+        # Credits last: the outcome writes above are queued first, so the leaser's next
+        # lease commits after them and a worker never holds more tasks than it has slots.
+        if request.credits:
+            self._credits = min(self._credits + request.credits, MAX_UNUSED_CREDITS)
+            self._has_credits.set()
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -134,9 +136,11 @@ class WorkStream:
                 )
                 if tasks:
                     self._credits -= len(tasks)
-                    self._outbox.put_nowait(
-                        StreamWorkResponse(tasks=[leased_task_to_pb(t) for t in tasks])
-                    )
+                    response = StreamWorkResponse()
+                    add = response.tasks.add
+                    for task in tasks:
+                        fill_leased_task(add(), task)
+                    self._outbox.put_nowait(response)
                 elif engine.is_stopping:
                     self._outbox.put_nowait(None)
                     return
