@@ -175,3 +175,31 @@ def test_inline_sync_handlers_run_on_the_event_loop(shared_broker, client, run_w
     with run_worker(worker):
         assert [client.result(t.id, timeout=10) for t in tasks] == [[i, False] for i in range(200)]
         assert client.wait(bad.id, timeout=10).last_error.type == "ValueError"
+
+
+def test_each_task_gets_one_structured_log_line(shared_broker, client, run_worker, caplog):
+    worker = Worker(shared_broker.address, queues=["w-logs"], concurrency=2, poll_wait=1)
+
+    @worker.handler("logged.ok")
+    def ok(payload, ctx):
+        return None
+
+    @worker.handler("logged.bad", non_retryable=[ValueError])
+    def bad(payload, ctx):
+        raise ValueError("nope")
+
+    good = client.enqueue("logged.ok", None, queue="w-logs")
+    failing = client.enqueue("logged.bad", None, queue="w-logs")
+    with caplog.at_level("INFO", logger="conveyor.worker.task"), run_worker(worker):
+        client.wait(good.id, timeout=30)
+        client.wait(failing.id, timeout=30)
+        deadline = time.monotonic() + 5
+        while len(caplog.records) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    records = {r.task_id: r for r in caplog.records if r.name == "conveyor.worker.task"}
+    assert records[good.id].levelname == "INFO"
+    assert records[good.id].outcome == "succeeded"
+    assert records[good.id].kind == "logged.ok" and records[good.id].attempt == 1
+    assert records[good.id].duration >= 0
+    assert records[failing.id].levelname == "WARNING"
+    assert "ValueError" in records[failing.id].getMessage()

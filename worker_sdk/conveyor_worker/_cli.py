@@ -25,7 +25,7 @@ def add_worker_command(subparsers: Any) -> None:
     p.add_argument(
         "--log-level",
         default=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"),
-        help="DEBUG (adds a line per successful task), INFO, WARNING",
+        help="DEBUG, INFO (a line per task), WARNING (only failures and retries)",
     )
     p.set_defaults(run=run_worker_command)
 

@@ -278,8 +278,8 @@ class UnarySession(Session):
 
 
 def log_task(task: Task, outcome: Outcome, started: float) -> None:
-    """The per-task log line: DEBUG for successes, WARNING for everything else."""
-    level = logging.DEBUG if outcome.action == "ack" else logging.WARNING
+    """The per-task log line: INFO for successes, WARNING for everything else."""
+    level = logging.INFO if outcome.action == "ack" else logging.WARNING
     if not task_log.isEnabledFor(level):
         return
     duration = time.monotonic() - started
