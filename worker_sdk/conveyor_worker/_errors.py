@@ -21,7 +21,8 @@ class Retry(Exception):
         after: timedelta | float | datetime | None = None,
     ) -> None:
         if not isinstance(message, str):  # Retry(timedelta(seconds=5)) reads naturally too
-            message, after = "", message
+            after = message
+            message = ""
         super().__init__(message or "retry requested")
         self.after = after
 
