@@ -57,6 +57,7 @@ class Engine:
         self.waiters = Waiters(max_waiters)
         self.timer = TaskTimer(broker, self._after_tick)
         self.is_stopping = False
+        self._background: set[asyncio.Future[Any]] = set()
 
     async def start(self) -> None:
         self.timer.start()
@@ -187,9 +188,14 @@ class Engine:
         batch = leasing.result()
         self._after_lease(batch)
         if batch.tasks:
-            refs = [LeaseRef(t.id, t.lease_token) for t in batch.tasks]
-            released = asyncio.ensure_future(self.release(refs))
-            released.add_done_callback(_log_failure)
+            self.release_soon([LeaseRef(t.id, t.lease_token) for t in batch.tasks])
+
+    def release_soon(self, leases: Sequence[LeaseRef]) -> None:
+        """Release leases in the background: tasks leased for a caller that went away."""
+        releasing = asyncio.ensure_future(self.release(leases))
+        self._background.add(releasing)
+        releasing.add_done_callback(self._background.discard)
+        releasing.add_done_callback(_log_failure)
 
     # -- consequences of writes ----------------------------------------------
 

@@ -17,7 +17,7 @@ from conveyor.v1.worker_service_pb2 import StreamWorkRequest, StreamWorkResponse
 from conveyor_server.codec import fill_leased_task
 from conveyor_server.core import validation
 from conveyor_server.core.errors import InvalidArgument
-from conveyor_server.core.model import ItemOutcome
+from conveyor_server.core.model import ItemOutcome, LeaseRef
 from conveyor_server.engine import Engine
 from conveyor_server.rpc import convert
 
@@ -62,6 +62,17 @@ class WorkStream:
             for task in (reader, leaser, *self._pending):
                 task.cancel()
             await asyncio.gather(reader, leaser, *self._pending, return_exceptions=True)
+            self._release_unsent()
+
+    def _release_unsent(self) -> None:
+        """Give back tasks leased for this stream but never sent (it ended first)."""
+        refs = []
+        while not self._outbox.empty():
+            message = self._outbox.get_nowait()
+            if isinstance(message, StreamWorkResponse):
+                refs += [LeaseRef(t.id, t.lease_token) for t in message.tasks]
+        if refs:
+            self._engine.release_soon(refs)
 
     async def _read(
         self, opening: StreamWorkRequest, requests: AsyncIterator[StreamWorkRequest]
