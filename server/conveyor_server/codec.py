@@ -76,16 +76,15 @@ def task_to_pb(
     return pb
 
 
-def enqueued_task_to_pb(task: Task) -> task_pb2.Task:
-    """Encode a task just created: what a producer reads back, without the policy fields.
+def fill_enqueued_task(pb: task_pb2.Task, task: Task) -> None:
+    """Fill a fresh message with a task just created, without the policy fields.
 
     Like fill_leased_task this runs once per task on a hot path (EnqueueBatch);
     the policy fields are the ones the producer just sent, and GetTask shows them.
     """
-    pb = _worker_view(task, include_payload=True)
+    _fill_worker_view(pb, task, include_payload=True)
     set_time(pb.updated_at, task.updated_at)
     pb.unique_key = task.unique_key
-    return pb
 
 
 def fill_leased_task(pb: task_pb2.Task, task: Task) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from conveyor.v1 import task_pb2, task_service_pb2, worker_service_pb2
 from conveyor_server.codec import (
-    enqueued_task_to_pb,
+    fill_enqueued_task,
     get_duration,
     get_time,
     retry_policy_from_pb,
@@ -67,11 +67,19 @@ def wait_seconds(message: object) -> float:
     return wait
 
 
-def enqueue_response(outcome: EnqueueOutcome) -> task_service_pb2.EnqueueResponse:
-    """A new task comes back lean; an existing duplicate whole (its state may be final)."""
+def fill_enqueue_response(
+    response: task_service_pb2.EnqueueResponse, outcome: EnqueueOutcome
+) -> None:
+    """A new task comes back lean; an existing duplicate whole (its state may be final).
+
+    Filled in place (e.g. `batch.results.add()`): building a message and then
+    assigning it copies it, twice per task in an EnqueueBatch response.
+    """
     if outcome.duplicate:
-        return task_service_pb2.EnqueueResponse(task=task_to_pb(outcome.task), duplicate=True)
-    return task_service_pb2.EnqueueResponse(task=enqueued_task_to_pb(outcome.task))
+        response.task.CopyFrom(task_to_pb(outcome.task))
+        response.duplicate = True
+    else:
+        fill_enqueued_task(response.task, outcome.task)
 
 
 def queue_order_from_pb(value: int) -> QueueOrder:

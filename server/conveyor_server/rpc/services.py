@@ -31,7 +31,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         outcome = await self._engine.enqueue(
             convert.spec_from_pb(request.task), request.reject_duplicate
         )
-        return convert.enqueue_response(outcome)
+        response = task_service_pb2.EnqueueResponse()
+        convert.fill_enqueue_response(response, outcome)
+        return response
 
     async def EnqueueBatch(
         self, request: task_service_pb2.EnqueueBatchRequest, context: _Ctx
@@ -39,9 +41,11 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         outcomes = await self._engine.enqueue_batch(
             [convert.spec_from_pb(spec) for spec in request.tasks], request.reject_duplicate
         )
-        return task_service_pb2.EnqueueBatchResponse(
-            results=[convert.enqueue_response(o) for o in outcomes]
-        )
+        response = task_service_pb2.EnqueueBatchResponse()
+        add = response.results.add
+        for outcome in outcomes:
+            convert.fill_enqueue_response(add(), outcome)
+        return response
 
     async def GetTask(
         self, request: task_service_pb2.GetTaskRequest, context: _Ctx
