@@ -59,7 +59,8 @@ def duration(value: Seconds) -> duration_pb2.Duration:
     return _duration(value)
 
 
-def _timestamp(value: datetime, field: str) -> timestamp_pb2.Timestamp:
+def to_timestamp(value: datetime, field: str) -> timestamp_pb2.Timestamp:
+    """A protobuf Timestamp from an aware datetime; a naive one is refused (its zone is a guess)."""
     if value.tzinfo is None:
         raise InvalidArgument(f"{field}: give a timezone-aware datetime")
     out = timestamp_pb2.Timestamp()
@@ -95,9 +96,9 @@ def spec_to_pb(spec: TaskSpec, serializer: Serializer) -> task_pb2.TaskSpec:
     if spec.delay is not None:
         pb.delay.CopyFrom(_duration(spec.delay))
     if spec.run_at is not None:
-        pb.run_at.CopyFrom(_timestamp(spec.run_at, "run_at"))
+        pb.run_at.CopyFrom(to_timestamp(spec.run_at, "run_at"))
     if spec.deadline is not None:
-        pb.deadline.CopyFrom(_timestamp(spec.deadline, "deadline"))
+        pb.deadline.CopyFrom(to_timestamp(spec.deadline, "deadline"))
     for name in ("lease_duration", "unique_window", "result_retention"):
         value = getattr(spec, name)
         if value is not None:
@@ -268,6 +269,16 @@ def lease_ref(lease: LeaseLike | str, token: str | None = None) -> worker_servic
     return worker_service_pb2.LeaseRef(task_id=task_id, lease_token=lease_token)
 
 
+def _queue_list(queues: Sequence[str] | str) -> list[str]:
+    return [queues] if isinstance(queues, str) else list(queues)
+
+
+def _queue_order(round_robin: bool) -> worker_service_pb2.QueueOrder.ValueType:
+    if round_robin:
+        return worker_service_pb2.QUEUE_ORDER_ROUND_ROBIN
+    return worker_service_pb2.QUEUE_ORDER_STRICT
+
+
 def lease_request(
     queues: Sequence[str] | str,
     max_tasks: int,
@@ -277,14 +288,10 @@ def lease_request(
     round_robin: bool,
 ) -> worker_service_pb2.LeaseRequest:
     request = worker_service_pb2.LeaseRequest(
-        queues=[queues] if isinstance(queues, str) else list(queues),
+        queues=_queue_list(queues),
         max_tasks=max_tasks,
         worker_id=worker_id,
-        queue_order=(
-            worker_service_pb2.QUEUE_ORDER_ROUND_ROBIN
-            if round_robin
-            else worker_service_pb2.QUEUE_ORDER_STRICT
-        ),
+        queue_order=_queue_order(round_robin),
     )
     if lease_duration is not None:
         request.lease_duration.CopyFrom(_duration(lease_duration))
@@ -372,13 +379,7 @@ def stream_open(
 ) -> worker_service_pb2.StreamWorkRequest:
     """The first request of a work stream: what to lease, and the first credits."""
     spec = worker_service_pb2.StreamWorkOpen(
-        queues=[queues] if isinstance(queues, str) else list(queues),
-        worker_id=worker_id,
-        queue_order=(
-            worker_service_pb2.QUEUE_ORDER_ROUND_ROBIN
-            if round_robin
-            else worker_service_pb2.QUEUE_ORDER_STRICT
-        ),
+        queues=_queue_list(queues), worker_id=worker_id, queue_order=_queue_order(round_robin)
     )
     if lease_duration is not None:
         spec.lease_duration.CopyFrom(_duration(lease_duration))

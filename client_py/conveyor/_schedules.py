@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 
+from conveyor._convert import to_timestamp
 from conveyor.errors import InvalidArgument
 from conveyor.v1 import schedule_service_pb2 as pb2
 
@@ -95,14 +96,6 @@ def _duration(value: Seconds) -> duration_pb2.Duration:
     return out
 
 
-def _timestamp(value: datetime, field: str) -> timestamp_pb2.Timestamp:
-    if value.tzinfo is None:
-        raise InvalidArgument(f"{field}: give a timezone-aware datetime")
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(value.astimezone(UTC))
-    return out
-
-
 def _time(pb: Any, field: str) -> datetime | None:
     return getattr(pb, field).ToDatetime(tzinfo=UTC) if pb.HasField(field) else None
 
@@ -126,7 +119,7 @@ def schedule_message(client: Any, name: str, fields: dict[str, Any]) -> pb2.Sche
         out.jitter.CopyFrom(_duration(fields["jitter"]))
     for key in ("start_at", "end_at"):
         if fields.get(key) is not None:
-            getattr(out, key).CopyFrom(_timestamp(fields[key], key))
+            getattr(out, key).CopyFrom(to_timestamp(fields[key], key))
     out.paused = bool(fields.get("paused", False))
     task = out.task
     task.kind = fields.get("kind") or ""
