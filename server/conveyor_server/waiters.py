@@ -2,6 +2,12 @@
 
 Nothing here polls: the engine calls `notify_*` after the commit that made a
 task READY or final, and that completes the parked futures.
+
+A Lease that has looked and found nothing can also be *claimed* while it
+waits (`allow_claim`): an Enqueue for one of its queues takes it
+(`claim_lease`), leases the new task to it in the enqueue's own transaction,
+and completes the future with that task. A woken Lease gets None and looks
+for tasks itself.
 """
 
 from __future__ import annotations
@@ -9,9 +15,23 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from conveyor_server.core.errors import ResourceExhausted
 from conveyor_server.core.model import Task
+
+#: A parked Lease's future: None when woken to look again, or the tasks handed to it.
+LeaseWait = asyncio.Future[list[Task] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseClaim:
+    """What a parked Lease asked for, so an Enqueue can lease a task to it directly."""
+
+    future: LeaseWait
+    queues: tuple[str, ...]
+    lease_duration: float | None
+    worker_id: str
 
 
 class Waiters:
@@ -19,8 +39,10 @@ class Waiters:
 
     def __init__(self, max_waiters: int = 10_000) -> None:
         self._max = max_waiters
-        self._by_queue: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        # Insertion-ordered, so the longest-parked Lease is claimed first.
+        self._by_queue: dict[str, dict[LeaseWait, LeaseClaim]] = defaultdict(dict)
         self._by_task: dict[str, set[asyncio.Future[Task | None]]] = defaultdict(set)
+        self._claimable: set[LeaseWait] = set()
         self._count = 0
 
     @property
@@ -34,25 +56,58 @@ class Waiters:
             )
         self._count += 1
 
-    def for_queues(self, queues: Iterable[str]) -> asyncio.Future[None]:
+    def for_queues(
+        self, queues: Iterable[str], lease_duration: float | None = None, worker_id: str = ""
+    ) -> LeaseWait:
         """A future completed when any of the queues gets a READY task (register before looking)."""
         self._reserve()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: LeaseWait = asyncio.get_running_loop().create_future()
         names = tuple(queues)
+        claim = LeaseClaim(future, names, lease_duration, worker_id)
         for queue in names:
-            self._by_queue[queue].add(future)
+            self._by_queue[queue][future] = claim
 
-        def forget(_: asyncio.Future[None]) -> None:
+        def forget(_: LeaseWait) -> None:
             self._count -= 1
-            for queue in names:
-                parked = self._by_queue.get(queue)
-                if parked is not None:
-                    parked.discard(future)
-                    if not parked:
-                        del self._by_queue[queue]
+            self._claimable.discard(future)
+            self._unpark(future, names)
 
         future.add_done_callback(forget)
         return future
+
+    def _unpark(self, future: LeaseWait, queues: Iterable[str]) -> None:
+        for queue in queues:
+            parked = self._by_queue.get(queue)
+            if parked is not None:
+                parked.pop(future, None)
+                if not parked:
+                    del self._by_queue[queue]
+
+    def allow_claim(self, future: LeaseWait) -> None:
+        """The Lease has looked, found nothing and now waits: an Enqueue may claim it.
+
+        Not before: a Lease still committing its own lease write would get a
+        task handed over as well, only to give it back.
+        """
+        if not future.done():
+            self._claimable.add(future)
+
+    def claim_lease(self, queue: str) -> LeaseClaim | None:
+        """Take the longest-waiting claimable Lease on `queue` out of reach of `notify_queues`.
+
+        The caller must complete the claim's future: with the tasks it leased to
+        it, or None (nothing to hand over) so that the Lease looks for itself.
+        """
+        if not self._claimable:
+            return None
+        parked = self._by_queue.get(queue)
+        if not parked:
+            return None
+        claim = next((c for f, c in parked.items() if f in self._claimable and not f.done()), None)
+        if claim is not None:  # off every list at once: one claim, one hand-over
+            self._claimable.discard(claim.future)
+            self._unpark(claim.future, claim.queues)
+        return claim
 
     def for_task(self, task_id: str) -> asyncio.Future[Task | None]:
         """A future completed with the task when it reaches a final state."""

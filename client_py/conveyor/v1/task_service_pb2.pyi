@@ -65,7 +65,8 @@ class EnqueueResponse(_message.Message):
         """The task as stored. A newly created task leaves out the policy fields the
         producer just sent (retry_policy, unique_window, result_retention,
         lease_duration stays); an existing duplicate comes back whole. GetTask
-        always returns every field.
+        always returns every field. A new task is LEASED already when a worker
+        was waiting on its queue and got it in the same commit (the hand-over).
         """
 
     def __init__(

@@ -58,6 +58,14 @@ class LeaseBatch:
     expired: list[Task] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """A waiting worker's lease terms: an Enqueue may lease its new task to it at once."""
+
+    lease_duration: float | None
+    worker_id: str
+
+
 class Broker:
     """The task lifecycle over a Store. Thread-compatible: call it from one thread."""
 
@@ -76,8 +84,18 @@ class Broker:
 
     # -- producers -----------------------------------------------------------
 
-    def enqueue(self, spec: TaskSpec, *, reject_duplicate: bool = False) -> Future[EnqueueOutcome]:
+    def enqueue(
+        self,
+        spec: TaskSpec,
+        *,
+        reject_duplicate: bool = False,
+        lease_to: LeaseGrant | None = None,
+    ) -> Future[EnqueueOutcome]:
         """Create one task (or find its duplicate).
+
+        With `lease_to` (a worker is waiting for this queue) a new task that is
+        due now is leased to that worker in the same transaction: one commit
+        instead of two, and the outcome's task is LEASED.
 
         Raises:
             InvalidArgument: a field is malformed (raised at once, nothing written).
@@ -85,8 +103,14 @@ class Broker:
         """
         now = self.clock.now()
         validation.check_spec(spec, self.settings, now)
-        create = self._enqueue_fn([spec], now, reject_duplicate)
-        return self.store.write(lambda txn: create(txn)[0], is_growth=True)
+
+        def apply(txn: TaskTxn) -> EnqueueOutcome:
+            outcome = self.create_task(txn, spec, now, lease_to)
+            if outcome.duplicate and reject_duplicate:
+                raise AlreadyExists(f"task {outcome.task.id!r} already exists")
+            return outcome
+
+        return self.store.write(apply, is_growth=True)
 
     def enqueue_batch(
         self, specs: Sequence[TaskSpec], *, reject_duplicate: bool = False
@@ -122,17 +146,25 @@ class Broker:
 
         return apply
 
-    def create_task(self, txn: TaskTxn, spec: TaskSpec, now: float) -> EnqueueOutcome:
+    def create_task(
+        self, txn: TaskTxn, spec: TaskSpec, now: float, lease_to: LeaseGrant | None = None
+    ) -> EnqueueOutcome:
         """Create one task inside a running write function, or find its duplicate.
 
         For callers that must commit a task together with other changes (the
         scheduler records a fired tick in the same transaction). The spec must
-        already be valid; nothing is checked here.
+        already be valid; nothing is checked here. See `enqueue` for `lease_to`.
         """
         existing = self._find_duplicate(txn, spec, now)
         if existing is not None:
             return EnqueueOutcome(existing, duplicate=True)
         task = self._new_task(txn, spec, now)
+        if (
+            lease_to is not None
+            and task.state is TaskState.READY
+            and (task.deadline is None or task.deadline > now)
+        ):
+            start_lease(task, now, lease_to.lease_duration, lease_to.worker_id)
         txn.put_task(task)
         if task.unique_key:
             txn.put_unique(task.queue, task.unique_key, task.id)
@@ -179,6 +211,21 @@ class Broker:
             created_at=now,
             updated_at=now,
         )
+
+    def has_leasable(self, queues: Sequence[str]) -> bool:
+        """Whether a Lease on these queues could find a task now (a read; nothing written).
+
+        Lets a Lease with nothing to take park at once instead of committing an
+        empty write: a scheduled task that is due but not yet promoted counts.
+        """
+        now = self.clock.now()
+
+        def look(txn: TaskTxn) -> bool:
+            if txn.due_task_ids("scheduled", now, 1):
+                return True
+            return any(txn.ready_task_ids(queue, 1) for queue in queues)
+
+        return self.store.read(look)
 
     def get_task(self, task_id: str) -> Task:
         """The task as stored now.
