@@ -157,3 +157,15 @@ def test_closing_the_stream_ends_it_cleanly(stubs, queue):
     stream.close()
     assert list(stream.call) == []
     assert stream.call.code() == grpc.StatusCode.OK
+
+
+def test_an_ack_outcome_with_no_task_to_ride_on_still_comes(stubs, queue):
+    enqueue(stubs, queue)
+    stream = Stream(stubs, opening(queue))
+    stream.send(credits=1)
+    (task,) = stream.tasks(1)
+    stream.send(acks=[WS.AckItem(lease=ref(task))])
+    alone = stream.next()  # held for a moment in case a task went out, then sent alone
+    assert [o.task_id for o in alone.ack_outcomes] == [task.id] and not alone.tasks
+    assert get(stubs, task.id).state == task_pb2.TASK_STATE_SUCCEEDED
+    stream.close()

@@ -1,4 +1,4 @@
-"""A stream that ends while tasks are being leased for it leaves none stranded (in-process)."""
+"""StreamWork sessions driven in-process: stranded tasks on an early end, held outcomes."""
 
 from __future__ import annotations
 
@@ -40,3 +40,34 @@ def test_tasks_leased_after_the_worker_half_closed_are_released():
     for task_id, state in states.items():
         expected = TaskState.LEASED if task_id in delivered else TaskState.READY
         assert state is expected, (task_id, state, delivered)
+
+
+def test_ack_outcomes_ride_on_the_next_message_of_tasks():
+    async def scenario() -> list[ws.StreamWorkResponse]:
+        engine = Engine(Broker(MemoryStore(), FakeClock()))
+        await engine.enqueue(TaskSpec(kind="k", queue="q"), False)
+        opening = ws.StreamWorkRequest(open=ws.StreamWorkOpen(queues=["q"]), credits=1)
+        requests: asyncio.Queue[ws.StreamWorkRequest | None] = asyncio.Queue()
+
+        async def worker_requests():
+            while (request := await requests.get()) is not None:
+                yield request
+
+        stream = WorkStream(engine, opening)
+        responses = stream.run(opening, worker_requests())
+        first = await asyncio.wait_for(anext(responses), 5)
+        (task,) = first.tasks
+        ack = ws.AckItem(lease=ws.LeaseRef(task_id=task.id, lease_token=task.lease_token))
+        requests.put_nowait(ws.StreamWorkRequest(acks=[ack], credits=1))
+        for _ in range(10):  # the ack commits; its outcome is held
+            await asyncio.sleep(0)
+        await engine.enqueue(TaskSpec(kind="k", queue="q"), False)
+        second = await asyncio.wait_for(anext(responses), 5)
+        requests.put_nowait(None)
+        rest = [r async for r in responses]
+        return [first, second, *rest]
+
+    first, second, *rest = asyncio.run(scenario())
+    assert [o.task_id for o in second.ack_outcomes] == [first.tasks[0].id]
+    assert len(second.tasks) == 1 and second.tasks[0].id != first.tasks[0].id
+    assert rest == []

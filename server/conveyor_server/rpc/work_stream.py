@@ -5,6 +5,13 @@ at once, its acks/failures/releases/extensions as engine writes whose
 outcomes are queued for sending), and the leaser long-polls the engine for as
 many tasks as there are unused credits. Everything leaves through one queue,
 so the handler is the only writer on the stream.
+
+Ack, fail and release outcomes are held back for up to OUTCOME_DELAY and ride
+on the next message of tasks: a stream message costs both processes about as
+much CPU as the tasks in it, and the worker only needs these answers to know
+what to resend after a reconnect (or to log a rejected one). Extension results
+carry cancel requests and leave at once; so does everything when the worker
+half-closes.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from conveyor_server.engine import Engine
 from conveyor_server.rpc import convert
 
 MAX_UNUSED_CREDITS = 10_000
+#: Longest time an outcome waits for a message of tasks to ride on.
+OUTCOME_DELAY = 0.02
 
 
 class WorkStream:
@@ -44,6 +53,8 @@ class WorkStream:
         self._has_credits = asyncio.Event()
         self._outbox: asyncio.Queue[StreamWorkResponse | BaseException | None] = asyncio.Queue()
         self._pending: set[asyncio.Task[None]] = set()
+        self._held: StreamWorkResponse | None = None  # outcomes waiting for tasks to ride on
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     async def run(
         self, opening: StreamWorkRequest, requests: AsyncIterator[StreamWorkRequest]
@@ -59,6 +70,8 @@ class WorkStream:
                     raise message
                 yield message
         finally:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
             for task in (reader, leaser, *self._pending):
                 task.cancel()
             await asyncio.gather(reader, leaser, *self._pending, return_exceptions=True)
@@ -83,6 +96,7 @@ class WorkStream:
                 self._apply(request)
             if self._pending:  # the worker half-closed: send the last outcomes, then end
                 await asyncio.gather(*self._pending, return_exceptions=True)
+            self._flush_held()
             self._outbox.put_nowait(None)
         except asyncio.CancelledError:
             raise
@@ -121,14 +135,31 @@ class WorkStream:
         except BaseException as exc:  # e.g. the store is full: end the stream with it
             self._outbox.put_nowait(exc)
             return
-        response = StreamWorkResponse()
         if kind == "extend":
-            results = convert.extend_results_to_pb(outcomes, is_unary=False)
-            response.extension_results.extend(results)
-        else:
-            items = convert.item_outcomes_to_pb(outcomes, is_unary=False)
-            getattr(response, f"{kind}_outcomes").extend(items)
-        self._outbox.put_nowait(response)
+            response = StreamWorkResponse()
+            response.extension_results.extend(
+                convert.extend_results_to_pb(outcomes, is_unary=False)
+            )
+            self._outbox.put_nowait(response)
+            return
+        if self._held is None:
+            self._held = StreamWorkResponse()
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(OUTCOME_DELAY, self._flush_held)
+        items = convert.item_outcomes_to_pb(outcomes, is_unary=False)
+        getattr(self._held, f"{kind}_outcomes").extend(items)
+
+    def _take_held(self) -> StreamWorkResponse:
+        """The held outcomes as the start of a new message (or an empty message)."""
+        response, self._held = self._held, None
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        return response if response is not None else StreamWorkResponse()
+
+    def _flush_held(self) -> None:
+        if self._held is not None:
+            self._outbox.put_nowait(self._take_held())
 
     async def _lease_forever(self) -> None:
         engine = self._engine
@@ -147,7 +178,7 @@ class WorkStream:
                 )
                 if tasks:
                     self._credits -= len(tasks)
-                    response = StreamWorkResponse()
+                    response = self._take_held()
                     add = response.tasks.add
                     for task in tasks:
                         fill_leased_task(add(), task)
