@@ -165,7 +165,7 @@ class Broker:
             and (task.deadline is None or task.deadline > now)
         ):
             start_lease(task, now, lease_to.lease_duration, lease_to.worker_id)
-        txn.put_task(task)
+        txn.put_task(task, is_new=True)  # _find_duplicate looked; a generated id is fresh
         if task.unique_key:
             txn.put_unique(task.queue, task.unique_key, task.id)
         return EnqueueOutcome(task, duplicate=False)
@@ -192,7 +192,7 @@ class Broker:
             kind=spec.kind,
             payload=spec.payload,
             content_type=spec.content_type,
-            headers=dict(spec.headers),
+            headers=dict(spec.headers) if spec.headers else {},
             priority=spec.priority,
             run_at=run_at,
             deadline=spec.deadline,

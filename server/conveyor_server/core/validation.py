@@ -19,8 +19,15 @@ MAX_DURATION = 315_576_000_000.0  # 10,000 years
 _TASK_ID = re.compile(r"[A-Za-z0-9_.:@/+=\-]+")
 
 
-def check_name(value: str, field: str, settings: BrokerSettings) -> None:
-    """Queue and kind names: 1..max_name_length characters of [A-Za-z0-9_.:/-]."""
+def check_name(value: str, field: str, settings: BrokerSettings, prefix: str = "") -> None:
+    """Queue and kind names: 1..max_name_length characters of [A-Za-z0-9_.:/-].
+
+    `prefix` names the item in a batch ("tasks[3]."); like every checker here it is
+    joined to `field` only when raising, since these run per task on the hot path.
+    """
+    if len(value) <= settings.max_name_length and _NAME.fullmatch(value):
+        return
+    field = prefix + field
     if not value:
         raise InvalidArgument(f"{field}: must not be empty")
     if len(value) > settings.max_name_length:
@@ -40,25 +47,28 @@ def check_task_id(value: str, field: str, settings: BrokerSettings) -> None:
         )
 
 
-def check_duration(value: float | None, field: str, *, maximum: float = MAX_DURATION) -> None:
+def check_duration(
+    value: float | None, field: str, *, maximum: float = MAX_DURATION, prefix: str = ""
+) -> None:
     """Durations are finite, not negative and not over `maximum`."""
     if value is None:
         return
+    field = prefix + field
     if not math.isfinite(value) or value < 0:
         raise InvalidArgument(f"{field}: must not be negative")
     if value > maximum:
         raise InvalidArgument(f"{field}: must be at most {maximum:g} seconds")
 
 
-def check_time(value: float | None, field: str) -> None:
+def check_time(value: float | None, field: str, prefix: str = "") -> None:
     """Times are finite, from the Unix epoch up to the end of year 9999."""
     if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_TIME):
-        raise InvalidArgument(f"{field}: must be a time between 1970 and 9999")
+        raise InvalidArgument(f"{prefix}{field}: must be a time between 1970 and 9999")
 
 
-def check_text(value: str, field: str, limit: int) -> None:
-    if len(value.encode()) > limit:
-        raise InvalidArgument(f"{field}: longer than {limit} bytes")
+def check_text(value: str, field: str, limit: int, prefix: str = "") -> None:
+    if len(value) * 4 > limit and len(value.encode()) > limit:  # UTF-8: at most 4 bytes a char
+        raise InvalidArgument(f"{prefix}{field}: longer than {limit} bytes")
 
 
 def check_retry_policy(policy: RetryPolicy, field: str) -> None:
@@ -74,8 +84,8 @@ def check_retry_policy(policy: RetryPolicy, field: str) -> None:
 
 def check_spec(spec: TaskSpec, settings: BrokerSettings, now: float, prefix: str = "") -> None:
     """Check one TaskSpec; `prefix` names it inside a batch ("tasks[3].")."""
-    check_name(spec.queue, f"{prefix}queue", settings)
-    check_name(spec.kind, f"{prefix}kind", settings)
+    check_name(spec.queue, "queue", settings, prefix)
+    check_name(spec.kind, "kind", settings, prefix)
     if spec.id:
         check_task_id(spec.id, f"{prefix}id", settings)
     if len(spec.payload) > settings.max_payload_bytes:
@@ -83,8 +93,9 @@ def check_spec(spec: TaskSpec, settings: BrokerSettings, now: float, prefix: str
             f"{prefix}payload: {len(spec.payload)} bytes is over the limit of "
             f"{settings.max_payload_bytes} bytes"
         )
-    check_text(spec.content_type, f"{prefix}content_type", settings.max_name_length)
-    _check_headers(spec.headers, f"{prefix}headers", settings)
+    check_text(spec.content_type, "content_type", settings.max_name_length, prefix)
+    if spec.headers:
+        _check_headers(spec.headers, f"{prefix}headers", settings)
     if not settings.min_priority <= spec.priority <= settings.max_priority:
         raise InvalidArgument(
             f"{prefix}priority: {spec.priority} is outside "
@@ -92,9 +103,9 @@ def check_spec(spec: TaskSpec, settings: BrokerSettings, now: float, prefix: str
         )
     if spec.run_at is not None and spec.delay is not None:
         raise InvalidArgument(f"{prefix}run_at and {prefix}delay: set at most one")
-    check_time(spec.run_at, f"{prefix}run_at")
-    check_duration(spec.delay, f"{prefix}delay")
-    check_time(spec.deadline, f"{prefix}deadline")
+    check_time(spec.run_at, "run_at", prefix)
+    check_duration(spec.delay, "delay", prefix=prefix)
+    check_time(spec.deadline, "deadline", prefix)
     if spec.deadline is not None and spec.deadline <= now:
         raise InvalidArgument(f"{prefix}deadline: must be in the future")
     if spec.max_attempts is not None and not 1 <= spec.max_attempts <= settings.max_attempts_limit:
@@ -103,10 +114,12 @@ def check_spec(spec: TaskSpec, settings: BrokerSettings, now: float, prefix: str
         )
     if spec.retry_policy is not None:
         check_retry_policy(spec.retry_policy, f"{prefix}retry_policy")
-    check_lease_duration(spec.lease_duration, f"{prefix}lease_duration", settings)
-    check_text(spec.unique_key, f"{prefix}unique_key", settings.max_name_length * 2)
-    check_duration(spec.unique_window, f"{prefix}unique_window")
-    check_duration(spec.result_retention, f"{prefix}result_retention")
+    if spec.lease_duration is not None:
+        check_lease_duration(spec.lease_duration, f"{prefix}lease_duration", settings)
+    if spec.unique_key:
+        check_text(spec.unique_key, "unique_key", settings.max_name_length * 2, prefix)
+    check_duration(spec.unique_window, "unique_window", prefix=prefix)
+    check_duration(spec.result_retention, "result_retention", prefix=prefix)
 
 
 def check_lease_duration(value: float | None, field: str, settings: BrokerSettings) -> None:

@@ -44,7 +44,7 @@ def spec_from_pb(pb: task_pb2.TaskSpec) -> TaskSpec:
         queue=pb.queue or DEFAULT_QUEUE,
         payload=pb.payload,
         content_type=pb.content_type,
-        headers=dict(pb.headers),
+        headers=dict(pb.headers) if pb.headers else {},  # copying an empty map costs ~1 us
         priority=pb.priority,
         id=pb.id,
         run_at=get_time(pb.run_at) if pb.HasField("run_at") else None,

@@ -270,7 +270,9 @@ class LmdbStore:
             for fn, _, _ in batch:
                 child = self._env.begin(write=True, parent=txn)
                 try:
-                    value = fn(TaskTxn(_LmdbKv(child, self._dbs)))
+                    task_txn = TaskTxn(_LmdbKv(child, self._dbs))
+                    value = fn(task_txn)
+                    task_txn.finish()
                 except lmdb.MapFullError:
                     child.abort()
                     raise

@@ -86,7 +86,9 @@ class MemoryStore:
         with self._lock:
             kv = _MemoryKv(self._tables, writable=True)
             try:
-                result = fn(TaskTxn(kv))
+                txn = TaskTxn(kv)
+                result = fn(txn)
+                txn.finish()
             except BaseException as exc:  # rolled back, then reported through the future
                 kv.rollback()
                 future.set_exception(exc)

@@ -26,6 +26,7 @@ class TaskTxn:
         self._kv = kv
         self._loaded: dict[str, set[tuple[str, bytes, bytes]]] = {}
         self._sequence: int | None = None
+        self._is_sequence_dirty = False
 
     def get_task(self, task_id: str) -> Task | None:
         data = self._kv.get("tasks", task_id.encode())
@@ -35,11 +36,18 @@ class TaskTxn:
         self._loaded[task_id] = keys.index_entries(task)
         return task
 
-    def put_task(self, task: Task) -> None:
-        """Write a task and bring its index entries in line with its state."""
+    def put_task(self, task: Task, *, is_new: bool = False) -> None:
+        """Write a task and bring its index entries in line with its state.
+
+        `is_new`: the caller knows no record exists (it just looked, or made the id).
+        """
         task_key = task.id.encode()
         old = self._loaded.get(task.id)
-        if old is None:
+        if is_new:
+            old = set()
+            if task.payload:
+                self._kv.put("payloads", task_key, task.payload)
+        elif old is None:
             data = self._kv.get("tasks", task_key)
             if data is None:  # a new task: its payload is written once, here
                 old = set()
@@ -99,12 +107,19 @@ class TaskTxn:
         self._kv.delete("unique", keys.unique_key(queue, unique_key))
 
     def next_sequence(self) -> int:
+        """The next enqueue sequence number; stored once per transaction, by `finish`."""
         if self._sequence is None:
             data = self._kv.get("meta", b"sequence")
             self._sequence = keys.unpack_u64(data) if data is not None else 0
         self._sequence += 1
-        self._kv.put("meta", b"sequence", keys.pack_u64(self._sequence))
+        self._is_sequence_dirty = True
         return self._sequence
+
+    def finish(self) -> None:
+        """Write what was kept back until the write function returned (the stores call it)."""
+        if self._is_sequence_dirty:
+            self._kv.put("meta", b"sequence", keys.pack_u64(self._sequence or 0))
+            self._is_sequence_dirty = False
 
     # -- schedules -------------------------------------------------------------
 
