@@ -38,7 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drain-concurrency", type=int, default=512, metavar="N", help="best measured: 512"
     )
-    parser.add_argument("--drain-prefetch", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--drain-prefetch",
+        type=int,
+        default=512,
+        metavar="N",
+        help="the worker's prefetch (default 512: the broker leases the next tasks while "
+        "the worker runs these; 0 makes the two take turns)",
+    )
     parser.add_argument("--drain-handler", choices=["sync", "async"], default="async")
     parser.add_argument("--drain-processes", type=int, default=1, metavar="N")
     parser.add_argument(

@@ -46,7 +46,8 @@ def drain(sizes: Sizes, config: RunConfig) -> list[Sample]:
             c, p, h = config.drain_concurrency, config.drain_processes, config.drain_handler
             sample = timed(
                 "drain",
-                f"drain: Worker SDK, {p} process(es) x concurrency {c}, {h} no-op handler",
+                f"drain: Worker SDK, {p} process(es) x concurrency {c}, prefetch "
+                f"{config.drain_prefetch}, {h} no-op handler",
                 pid(broker),
                 body,
                 workers.pids,

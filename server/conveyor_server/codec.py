@@ -76,14 +76,49 @@ def task_to_pb(
     return pb
 
 
+class _SharedTimes:
+    """Time fields that a run of messages shares, encoded once and merged into each.
+
+    Every task of one EnqueueBatch has the same created/updated/run time and
+    every task of one lease the same leased_at and expiry: merging their
+    pre-encoded bytes is one C call (0.3 us) where setting three Timestamps
+    field by field is 1.7 us. Used on the event loop thread only.
+    """
+
+    def __init__(self, *fields: str) -> None:
+        self._fields = fields
+        self._key: tuple[float, ...] = ()
+        self._blob = b""
+
+    def merge_into(self, pb: task_pb2.Task, key: tuple[float, ...]) -> None:
+        if key != self._key:
+            template = task_pb2.Task()
+            for field, seconds in zip(self._fields, key, strict=True):
+                if field == "lease_duration":
+                    set_duration(template.lease_duration, seconds)
+                else:
+                    set_time(getattr(template, field), seconds)
+            self._key, self._blob = key, template.SerializeToString()
+        pb.MergeFromString(self._blob)
+
+
+_ENQUEUED_TIMES = _SharedTimes("run_at", "created_at", "updated_at", "lease_duration")
+_LEASED_TIMES = _SharedTimes("leased_at", "lease_expires_at", "lease_duration")
+
+
 def fill_enqueued_task(pb: task_pb2.Task, task: Task) -> None:
     """Fill a fresh message with a task just created, without the policy fields.
 
     Like fill_leased_task this runs once per task on a hot path (EnqueueBatch);
     the policy fields are the ones the producer just sent, and GetTask shows them.
     """
-    _fill_worker_view(pb, task, include_payload=True)
-    set_time(pb.updated_at, task.updated_at)
+    if task.state is not TaskState.READY or task.deadline is not None:
+        _fill_worker_view(pb, task, include_payload=True)  # the rare shapes: field by field
+        set_time(pb.updated_at, task.updated_at)
+    else:
+        _fill_scalars(pb, task)
+        key = (task.run_at, task.created_at, task.updated_at, task.lease_duration)
+        _ENQUEUED_TIMES.merge_into(pb, key)
     pb.unique_key = task.unique_key
 
 
@@ -95,7 +130,15 @@ def fill_leased_task(pb: task_pb2.Task, task: Task) -> None:
     GetTask shows them. Filling a message in place avoids copying it into the
     response afterwards (~4 us of ~10 us per task).
     """
-    _fill_worker_view(pb, task, include_payload=True)
+    if task.leased_at is None or task.lease_expires_at is None or task.deadline is not None:
+        _fill_worker_view(pb, task, include_payload=True)
+    else:
+        _fill_scalars(pb, task)
+        set_time(pb.run_at, task.run_at)
+        set_time(pb.created_at, task.created_at)
+        key = (task.leased_at, task.lease_expires_at, task.lease_duration)
+        _LEASED_TIMES.merge_into(pb, key)
+        _fill_last_error(pb, task)
     pb.lease_token = task.lease_token
 
 
@@ -106,6 +149,20 @@ def _worker_view(task: Task, include_payload: bool) -> task_pb2.Task:
 
 
 def _fill_worker_view(pb: task_pb2.Task, task: Task, include_payload: bool) -> None:
+    _fill_scalars(pb, task, include_payload)
+    set_time(pb.run_at, task.run_at)
+    set_time(pb.created_at, task.created_at)
+    set_duration(pb.lease_duration, task.lease_duration)
+    if task.deadline is not None:
+        set_time(pb.deadline, task.deadline)
+    if task.leased_at is not None:
+        set_time(pb.leased_at, task.leased_at)
+    if task.lease_expires_at is not None:
+        set_time(pb.lease_expires_at, task.lease_expires_at)
+    _fill_last_error(pb, task)
+
+
+def _fill_scalars(pb: task_pb2.Task, task: Task, include_payload: bool = True) -> None:
     pb.id = task.id
     pb.queue = task.queue
     pb.kind = task.kind
@@ -121,15 +178,9 @@ def _fill_worker_view(pb: task_pb2.Task, task: Task, include_payload: bool) -> N
     pb.cancel_requested = task.cancel_requested
     if task.headers:
         pb.headers.update(task.headers)
-    set_time(pb.run_at, task.run_at)
-    set_time(pb.created_at, task.created_at)
-    set_duration(pb.lease_duration, task.lease_duration)
-    if task.deadline is not None:
-        set_time(pb.deadline, task.deadline)
-    if task.leased_at is not None:
-        set_time(pb.leased_at, task.leased_at)
-    if task.lease_expires_at is not None:
-        set_time(pb.lease_expires_at, task.lease_expires_at)
+
+
+def _fill_last_error(pb: task_pb2.Task, task: Task) -> None:
     if task.last_error is not None:
         err = task.last_error
         pb.last_error.type = err.type
