@@ -72,11 +72,27 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _time(pb: Any, field: str) -> datetime | None:
-    """An aware UTC datetime (microseconds, like Timestamp.ToDatetime, at a fifth of its cost)."""
+    """An aware UTC datetime (microseconds, like Timestamp.ToDatetime, at a fifth of its cost).
+
+    Datetimes are immutable and the tasks of one batch share their times, so
+    recent ones are kept: a dict lookup instead of building one per field per task.
+    """
     if not pb.HasField(field):
         return None
     stamp: timestamp_pb2.Timestamp = getattr(pb, field)
-    return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+    key = (stamp.seconds, stamp.nanos)
+    value = _DATETIMES.get(key)
+    if value is None:
+        if len(_DATETIMES) >= _MAX_DATETIMES:
+            _DATETIMES.clear()
+        value = _DATETIMES[key] = _EPOCH + timedelta(
+            seconds=stamp.seconds, microseconds=stamp.nanos // 1000
+        )
+    return value
+
+
+_DATETIMES: dict[tuple[int, int], datetime] = {}
+_MAX_DATETIMES = 4096
 
 
 def spec_to_pb(spec: TaskSpec, serializer: Serializer) -> task_pb2.TaskSpec:
@@ -141,7 +157,7 @@ def task_from_pb(pb: task_pb2.Task, serializer: Serializer, duplicate: bool = Fa
         attempt=pb.attempt,
         max_attempts=pb.max_attempts,
         priority=pb.priority,
-        headers=dict(pb.headers),
+        headers=dict(pb.headers) if pb.headers else {},
         payload_bytes=pb.payload,
         content_type=pb.content_type,
         created_at=_time(pb, "created_at"),
