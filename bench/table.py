@@ -59,8 +59,9 @@ def main_table(rows: Sequence[dict[str, object]]) -> str:
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         util, sys_share = r["broker_util"], r["broker_sys_share"]
-        busy = f" ({util:.0%}, {sys_share:.0%})" if isinstance(util, float) else ""
-        busy = busy if isinstance(sys_share, float) else ""
+        # Either share is None when the broker used no measurable CPU (a tiny run).
+        is_known = isinstance(util, float) and isinstance(sys_share, float)
+        busy = f" ({util:.0%}, {sys_share:.0%})" if is_known else ""
         lines.append(
             f"| {r['label']} | {_fmt(r['tasks'], ',.0f')} | {_fmt(r['rate'], ',.0f')} "
             f"| {_fmt(r['p50_ms'], '.2f')} | {_fmt(r['p95_ms'], '.2f')} "

@@ -37,3 +37,24 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert depth["depth_tasks"] > 0 and depth["restart_s"] > 0
     assert depth["rss_empty_mib"] > 0 and depth["rss_deep_mib"] > 0
     assert "| depth figure |" in result.stdout
+
+
+def test_table_prints_a_row_whose_broker_used_no_measurable_cpu() -> None:
+    from bench.table import main_table
+
+    row = dict.fromkeys(
+        (
+            "tasks",
+            "rate",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "broker_cpu_s",
+            "broker_cpu_us_per_task",
+            "client_cpu_s",
+            "worker_cpu_s",
+            "rpcs_per_task",
+        )
+    )
+    row.update(label="tiny", broker_util=0.0, broker_sys_share=None)
+    assert "| tiny | — |" in main_table([row])
