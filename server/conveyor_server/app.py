@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -27,7 +28,7 @@ from conveyor_server.core.clock import SystemClock
 from conveyor_server.core.schedule_book import ScheduleBook
 from conveyor_server.core.schedules import Schedule
 from conveyor_server.engine import Engine
-from conveyor_server.rpc.errors import ErrorInterceptor
+from conveyor_server.rpc.errors import guarded
 from conveyor_server.rpc.schedule_service import ScheduleServicer
 from conveyor_server.rpc.services import TaskServicer, WorkerServicer
 from conveyor_server.schedule_file import ScheduleFileWatcher
@@ -55,10 +56,7 @@ async def serve(config: ServeConfig) -> None:
     store = LmdbStore(config.data_dir, durable=config.is_durable, max_bytes=config.max_store_bytes)
     engine = Engine(Broker(store, SystemClock(), config.broker), config.max_waiters)
     server = grpc.aio.server(
-        interceptors=[
-            *([TokenAuthInterceptor(config.auth_tokens)] if config.auth_tokens else []),
-            ErrorInterceptor(lambda: engine.is_stopping),
-        ],
+        interceptors=[TokenAuthInterceptor(config.auth_tokens)] if config.auth_tokens else [],
         options=[
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
@@ -66,11 +64,29 @@ async def serve(config: ServeConfig) -> None:
             ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
         ],
     )
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(engine), server)
-    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(engine), server)
+
+    def is_stopping() -> bool:
+        return engine.is_stopping
+
+    def service(module: Any, name: str) -> Any:
+        return module.DESCRIPTOR.services_by_name[name]
+
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(
+        guarded(TaskServicer(engine), service(task_service_pb2, "TaskService"), is_stopping),
+        server,
+    )
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
+        guarded(WorkerServicer(engine), service(worker_service_pb2, "WorkerService"), is_stopping),
+        server,
+    )
     scheduler = CronScheduler(ScheduleBook(engine.broker), engine.notify_written)
     schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
-        ScheduleServicer(scheduler), server
+        guarded(
+            ScheduleServicer(scheduler),
+            service(schedule_service_pb2, "ScheduleService"),
+            is_stopping,
+        ),
+        server,
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -1,17 +1,24 @@
-"""Core error -> gRPC status: the one table, applied by one interceptor.
+"""Core error -> gRPC status: the one table, applied to every Conveyor RPC method.
 
-The interceptor also refuses new RPCs with UNAVAILABLE once shutdown began
-(health and reflection stay answerable) and turns anything unexpected into
-INTERNAL, logged once with its traceback.
+Each method of a servicer is wrapped once, when the server is built
+(`guarded`). The wrapper also refuses new RPCs with UNAVAILABLE once shutdown
+began and turns anything unexpected into INTERNAL, logged once with its
+traceback. Health and reflection are not wrapped, so they stay answerable.
+
+Why not a grpc.aio ServerInterceptor: it runs for every call and built the
+wrapped handler anew each time; on a sequential GetTask that cost the broker
+~125 us of CPU out of ~655 us per call (p50 0.84 -> 0.69 ms without it).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 
 from conveyor_server.core import errors
 
@@ -28,8 +35,6 @@ STATUS_TABLE: tuple[tuple[type[errors.ConveyorError], grpc.StatusCode], ...] = (
     (errors.ShuttingDown, grpc.StatusCode.UNAVAILABLE),
 )
 
-_ALWAYS_SERVED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-
 
 def status_for(error: errors.ConveyorError) -> tuple[grpc.StatusCode, str]:
     for error_type, code in STATUS_TABLE:
@@ -38,61 +43,49 @@ def status_for(error: errors.ConveyorError) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, str(error)
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps core errors to statuses for every unary RPC; refuses work while stopping."""
+def guarded(
+    servicer: object, service: ServiceDescriptor, is_stopping: Callable[[], bool]
+) -> SimpleNamespace:
+    """The servicer's RPC methods for `service`, each wrapped with the error mapping.
 
-    def __init__(self, is_stopping: Callable[[], bool]) -> None:
-        self._is_stopping = is_stopping
+    Pass the result to the generated `add_*Servicer_to_server` in place of the servicer.
+    """
+    methods = {}
+    for method in service.methods:
+        inner = getattr(servicer, method.name)
+        path = f"/{service.full_name}/{method.name}"
+        if method.client_streaming and method.server_streaming:
+            methods[method.name] = _guard_stream(inner, path, is_stopping)
+        elif not method.client_streaming and not method.server_streaming:
+            methods[method.name] = _guard_unary(inner, path, is_stopping)
+        else:
+            raise TypeError(f"{path}: only unary and bidirectional methods are wrapped")
+    return SimpleNamespace(**methods)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(_ALWAYS_SERVED):
-            return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._guard_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._guard_stream(handler.stream_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
 
-    def _guard_unary(self, inner: Any, method: str) -> Any:
-        is_stopping = self._is_stopping
+def _guard_unary(inner: Any, method: str, is_stopping: Callable[[], bool]) -> Any:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if is_stopping():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
+        try:
+            return await inner(request, context)
+        except Exception as exc:
+            await _abort_with(context, exc, method)
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if is_stopping():
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
-            try:
-                return await inner(request, context)
-            except Exception as exc:
-                await _abort_with(context, exc, method)
+    return guarded
 
-        return guarded
 
-    def _guard_stream(self, inner: Any, method: str) -> Any:
-        is_stopping = self._is_stopping
+def _guard_stream(inner: Any, method: str, is_stopping: Callable[[], bool]) -> Any:
+    async def guarded(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        if is_stopping():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
+        try:
+            async for response in inner(requests, context):
+                yield response
+        except Exception as exc:
+            await _abort_with(context, exc, method)
 
-        async def guarded(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            if is_stopping():
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
-            try:
-                async for response in inner(requests, context):
-                    yield response
-            except Exception as exc:
-                await _abort_with(context, exc, method)
-
-        return guarded
+    return guarded
 
 
 async def _abort_with(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
