@@ -278,6 +278,8 @@ class Engine:
         for task in tasks:
             if task.state is TaskState.READY:
                 ready.add(task.queue)
+                if task.deadline is None:  # nothing for the timer (the common case)
+                    continue
             elif task.state.is_final:
                 finished.append(task)
                 if task.state is not TaskState.SUCCEEDED:

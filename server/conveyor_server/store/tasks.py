@@ -41,27 +41,26 @@ class TaskTxn:
 
         `is_new`: the caller knows no record exists (it just looked, or made the id).
         """
+        kv = self._kv
         task_key = task.id.encode()
-        old = self._loaded.get(task.id)
-        if is_new:
-            old = set()
-            if task.payload:
-                self._kv.put("payloads", task_key, task.payload)
-        elif old is None:
-            data = self._kv.get("tasks", task_key)
-            if data is None:  # a new task: its payload is written once, here
-                old = set()
-                if task.payload:
-                    self._kv.put("payloads", task_key, task.payload)
-            else:
-                old = keys.index_entries(record.index_state(data))
         new = keys.index_entries(task)
-        for db, key, _ in old - new:
-            self._kv.delete(db, key)
-        for db, key, value in new - old:
-            self._kv.put(db, key, value)
-        # The payload is kept apart so that state changes rewrite only a small record.
-        self._kv.put("tasks", task_key, record.encode(task))
+        if is_new:
+            if task.payload:  # written once, here: state changes rewrite only the record
+                kv.put("payloads", task_key, task.payload)
+            for db, key, value in new:
+                kv.put(db, key, value)
+        else:
+            old = self._loaded.get(task.id)
+            if old is None:
+                data = kv.get("tasks", task_key)
+                old = set() if data is None else keys.index_entries(record.index_state(data))
+                if data is None and task.payload:
+                    kv.put("payloads", task_key, task.payload)
+            for db, key, _ in old - new:
+                kv.delete(db, key)
+            for db, key, value in new - old:
+                kv.put(db, key, value)
+        kv.put("tasks", task_key, record.encode(task))
         self._loaded[task.id] = new
 
     def delete_task(self, task: Task) -> None:
