@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from conveyor_server.core.ids import new_lease_token, new_task_id
@@ -52,3 +53,11 @@ def test_lease_token_is_24_hex_characters_and_unique() -> None:
     tokens = {new_lease_token() for _ in range(10_000)}
     assert len(tokens) == 10_000
     assert all(re.fullmatch(r"[0-9a-f]{24}", token) for token in tokens)
+
+
+def test_task_ids_made_in_one_millisecond_sort_in_creation_order() -> None:
+    ids = [new_task_id(1_800_000_000.0005) for _ in range(2000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(_decode(b) - _decode(a) == 1 for a, b in itertools.pairwise(ids))
+    next_ms = new_task_id(1_800_000_000.0015)
+    assert _decode(next_ms) >> 80 == 1_800_000_000_001 and next_ms > ids[-1]

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 _prefix_cache = (-1, "")
-_id_random = random.Random(os.urandom(32))
+_id_start = random.SystemRandom().getrandbits(79)  # 2**79 ids before the 80 bits overflow
+_id_counter = itertools.count()
 
 
 def new_task_id(now: float, random_bytes: bytes | None = None) -> str:
     """A 26-character ULID: 48 bits of milliseconds then 80 random bits, so ids sort by time.
 
-    Two leading zero bits plus the 48 time bits make exactly the first ten
-    characters, so they are cached per millisecond; the random 80 bits are
-    encoded ten bits (two characters) per table lookup, unrolled. This runs per
-    task (0.7 us; a list comprehension and os.urandom made it 3.3 us). The
-    random bits need to be unique, not secret (lease tokens are the secrets),
-    so they come from a Mersenne Twister seeded from os.urandom; getrandbits is
-    one C call under the GIL, so threads never share a draw.
+    Monotonic (like the ULID spec's variant): the 80 bits are a random 79-bit
+    start drawn once per process plus a counter, so ids made in one millisecond
+    differ and sort in creation order. So the tasks of one EnqueueBatch (one
+    "now") sit side by side in the tasks database in the order they are leased:
+    leasing and acking 100 of them dirties a few B-tree pages per commit, where
+    random suffixes scattered them over every page the batch spans (bench:
+    drain-raw 105 -> 91 us of broker CPU per task; deep/shallow lease+ack 0.71 -> 0.90).
+
+    The time part is cached per millisecond; the 80 bits are encoded ten bits
+    (two characters) per table lookup, unrolled: 1.6 us per task (os.urandom
+    and a list comprehension made it 3.3 us). The bits need to be unique, not
+    secret (lease tokens are the secrets). `random_bytes` (tests) sets them.
     """
     global _prefix_cache
     millis = int(now * 1000) & ((1 << 48) - 1)
@@ -28,11 +35,10 @@ def new_task_id(now: float, random_bytes: bytes | None = None) -> str:
     if millis != cached_millis:
         prefix = "".join([_PAIRS[(millis >> shift) & 1023] for shift in (40, 30, 20, 10, 0)])
         _prefix_cache = (millis, prefix)
-    n = (
-        _id_random.getrandbits(80)
-        if random_bytes is None
-        else int.from_bytes(random_bytes[:10], "big")
-    )
+    if random_bytes is not None:
+        n = int.from_bytes(random_bytes[:10], "big")
+    else:  # next() on a count is one C call under the GIL: no two threads get the same
+        n = _id_start + next(_id_counter)
     p = _PAIRS
     return "".join(
         (
@@ -50,7 +56,9 @@ def new_task_id(now: float, random_bytes: bytes | None = None) -> str:
 
 
 def _reseed_after_fork() -> None:
-    _id_random.seed(os.urandom(32))
+    global _id_start, _id_counter
+    _id_start = random.SystemRandom().getrandbits(79)
+    _id_counter = itertools.count()
 
 
 def new_lease_token() -> str:
