@@ -158,7 +158,8 @@ class WorkerServiceServicer:
         leases and pushes READY tasks as soon as there are credits to use, never
         more than granted. Acks, failures, releases and lease extensions may ride
         on any request (typically with the credits their slots free); their
-        outcomes come back, one per item, in a later response. Tasks pushed on a
+        outcomes come back, one per item, in a later response (acks, failures
+        and releases wait up to 20 ms to ride with tasks). Tasks pushed on a
         stream are ordinary leases with fencing tokens: if the stream breaks, they
         run again once their leases run out. The unary calls above remain for
         simple clients; both paths can be mixed.
