@@ -45,10 +45,12 @@ def status_for(error: errors.ConveyorError) -> tuple[grpc.StatusCode, str]:
 
 def guarded(
     servicer: object, service: ServiceDescriptor, is_stopping: Callable[[], bool]
-) -> SimpleNamespace:
+) -> Any:
     """The servicer's RPC methods for `service`, each wrapped with the error mapping.
 
-    Pass the result to the generated `add_*Servicer_to_server` in place of the servicer.
+    Pass the result to the generated `add_*Servicer_to_server` in place of the
+    servicer (a namespace of the wrapped methods; typed Any because the generated
+    stubs expect their servicer classes).
     """
     methods = {}
     for method in service.methods:
