@@ -43,9 +43,7 @@ def status_for(error: errors.ConveyorError) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, str(error)
 
 
-def guarded(
-    servicer: object, service: ServiceDescriptor, is_stopping: Callable[[], bool]
-) -> Any:
+def guarded(servicer: object, service: ServiceDescriptor, is_stopping: Callable[[], bool]) -> Any:
     """The servicer's RPC methods for `service`, each wrapped with the error mapping.
 
     Pass the result to the generated `add_*Servicer_to_server` in place of the
