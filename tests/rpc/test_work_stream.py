@@ -169,3 +169,18 @@ def test_an_ack_outcome_with_no_task_to_ride_on_still_comes(stubs, queue):
     assert [o.task_id for o in alone.ack_outcomes] == [task.id] and not alone.tasks
     assert get(stubs, task.id).state == task_pb2.TASK_STATE_SUCCEEDED
     stream.close()
+
+
+def test_a_waiting_stream_gets_a_new_task_in_the_enqueue_commit(stubs, queue):
+    stream = Stream(stubs, opening(queue, worker_id="w-wait"))
+    stream.send(credits=1)
+    time.sleep(0.3)  # the stream looked, found nothing and waits
+    created = enqueue(stubs, queue)
+    assert created.state == task_pb2.TASK_STATE_LEASED  # handed over in the same commit
+    assert created.worker_id == "w-wait" and created.attempt == 1 and not created.lease_token
+    (pushed,) = stream.tasks(1)
+    assert pushed.id == created.id and pushed.lease_token
+    stream.send(acks=[WS.AckItem(lease=ref(pushed))])
+    assert stream.next().ack_outcomes[0].task_id == created.id
+    assert get(stubs, created.id).state == task_pb2.TASK_STATE_SUCCEEDED
+    stream.close()

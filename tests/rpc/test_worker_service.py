@@ -245,3 +245,15 @@ def test_release_gives_the_task_back_without_an_attempt(stubs, queue):
     expect_status(STALE, stubs.workers.Release, WS.ReleaseRequest(leases=[ref(task)]))
     unknown = WS.ReleaseRequest(leases=[WS.LeaseRef(task_id="no", lease_token="x")])
     expect_status(grpc.StatusCode.NOT_FOUND, stubs.workers.Release, unknown)
+
+
+def test_a_waiting_lease_call_gets_a_new_task_in_the_enqueue_commit(stubs, queue):
+    request = worker_service_pb2.LeaseRequest(
+        queues=[queue], max_tasks=5, wait=seconds(10), worker_id="w-unary"
+    )
+    waiting = stubs.workers.Lease.future(request, timeout=20)
+    time.sleep(0.3)  # parked
+    created = enqueue(stubs, queue)
+    leased = waiting.result(timeout=5).tasks
+    assert created.state == task_pb2.TASK_STATE_LEASED and created.worker_id == "w-unary"
+    assert [t.id for t in leased] == [created.id] and leased[0].lease_token
