@@ -30,7 +30,10 @@ def _round_trips(client: Client, count: int, deadline: float) -> Moved:
 
 
 def roundtrip(sizes: Sizes, config: RunConfig) -> list[Sample]:
-    rt_config = RunConfig(**{**config.__dict__, "drain_concurrency": CONCURRENCY})
+    # The SDK's defaults but concurrency: one task at a time needs no prefetch.
+    rt_config = RunConfig(
+        **{**config.__dict__, "drain_concurrency": CONCURRENCY, "drain_prefetch": 0}
+    )
     with running_broker(config.durability) as broker:
         workers = WorkerProcesses(broker.address, "rt", rt_config)
         workers.go()
