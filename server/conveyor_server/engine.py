@@ -29,6 +29,7 @@ from conveyor_server.core.model import (
     TaskState,
     TickOutcome,
 )
+from conveyor_server.settle import settle
 from conveyor_server.timer import TaskTimer
 from conveyor_server.waiters import LeaseWait, Waiters
 
@@ -80,15 +81,13 @@ class Engine:
         is_due_now = spec.run_at is None and not spec.delay
         claim = self.waiters.claim_lease(spec.queue) if is_due_now else None
         if claim is None:
-            outcome = await asyncio.wrap_future(
-                self.broker.enqueue(spec, reject_duplicate=reject_duplicate)
-            )
+            outcome = await settle(self.broker.enqueue(spec, reject_duplicate=reject_duplicate))
             self._after_write([outcome.task])
             return outcome
         grant = LeaseGrant(claim.lease_duration, claim.worker_id)
         handed: list[Task] | None = None
         try:
-            outcome = await asyncio.wrap_future(
+            outcome = await settle(
                 self.broker.enqueue(spec, reject_duplicate=reject_duplicate, lease_to=grant)
             )
             task = outcome.task
@@ -109,9 +108,7 @@ class Engine:
     async def enqueue_batch(
         self, specs: Sequence[TaskSpec], reject_duplicate: bool
     ) -> list[EnqueueOutcome]:
-        outcomes = await asyncio.wrap_future(
-            self.broker.enqueue_batch(specs, reject_duplicate=reject_duplicate)
-        )
+        outcomes = await settle(self.broker.enqueue_batch(specs, reject_duplicate=reject_duplicate))
         self._after_write([o.task for o in outcomes if not o.duplicate])
         return outcomes
 
@@ -137,7 +134,7 @@ class Engine:
             finished.cancel()
 
     async def cancel(self, task_id: str) -> Task:
-        task = await asyncio.wrap_future(self.broker.cancel(task_id))
+        task = await settle(self.broker.cancel(task_id))
         self._after_write([task])
         return task
 
@@ -175,7 +172,7 @@ class Engine:
                     if handed is not None:
                         return handed
                     continue
-                leasing = asyncio.wrap_future(
+                leasing = settle(
                     self.broker.lease(
                         queues,
                         max_tasks,
@@ -213,31 +210,40 @@ class Engine:
             if not handed:
                 raise _WaitOver from None
         except asyncio.CancelledError:
-            handed = _handed_over(ready)
-            if handed:  # the caller went away just as a task was handed over: give it back
-                self.release_soon([LeaseRef(t.id, t.lease_token) for t in handed])
+            self._give_back(_handed_over(ready))
             raise
+        current = asyncio.current_task()
+        if handed and current is not None and current.cancelling():
+            # wait_for returns a result that landed together with the cancellation:
+            # the caller is gone all the same, so the tasks go back.
+            self._give_back(handed)
+            raise asyncio.CancelledError
         if handed is None and self.is_stopping:  # released by shutdown: an empty answer
             raise _WaitOver
         return handed
 
+    def _give_back(self, handed: list[Task] | None) -> None:
+        """The caller went away just as tasks were handed over: release them at once."""
+        if handed:
+            self.release_soon([LeaseRef(t.id, t.lease_token) for t in handed])
+
     async def extend(self, extensions: Sequence[Extension]) -> list[ItemOutcome]:
-        outcomes = await asyncio.wrap_future(self.broker.extend(extensions))
+        outcomes = await settle(self.broker.extend(extensions))
         self._after_items(outcomes)
         return outcomes
 
     async def ack(self, acks: Sequence[Ack]) -> list[ItemOutcome]:
-        outcomes = await asyncio.wrap_future(self.broker.ack(acks))
+        outcomes = await settle(self.broker.ack(acks))
         self._after_items(outcomes)
         return outcomes
 
     async def fail(self, failures: Sequence[Failure]) -> list[ItemOutcome]:
-        outcomes = await asyncio.wrap_future(self.broker.fail(failures))
+        outcomes = await settle(self.broker.fail(failures))
         self._after_items(outcomes)
         return outcomes
 
     async def release(self, leases: Sequence[LeaseRef]) -> list[ItemOutcome]:
-        outcomes = await asyncio.wrap_future(self.broker.release(leases))
+        outcomes = await settle(self.broker.release(leases))
         self._after_items(outcomes)
         return outcomes
 

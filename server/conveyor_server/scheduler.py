@@ -22,6 +22,7 @@ from conveyor_server.core.schedule_book import (
     TriggerOutcome,
 )
 from conveyor_server.core.schedules import Schedule, ScheduleSource
+from conveyor_server.settle import settle
 
 log = logging.getLogger("conveyor.schedules")
 
@@ -97,7 +98,7 @@ class CronScheduler:
         now = self.book.clock.now()
         if due is not None and due <= now:
             assert self.online_since is not None
-            outcome = await asyncio.wrap_future(self.book.fire_due(self.online_since))
+            outcome = await settle(self.book.fire_due(self.online_since))
             self._after_fire(outcome)
             await asyncio.sleep(0)  # let RPCs in between catch-up passes
             return
@@ -115,7 +116,7 @@ class CronScheduler:
     # -- operations (each one store write, then a poke) ------------------------
 
     async def create(self, schedule: Schedule, upsert: bool) -> tuple[Schedule, bool]:
-        result = await asyncio.wrap_future(self.book.create(schedule, upsert=upsert))
+        result = await settle(self.book.create(schedule, upsert=upsert))
         self.poke()
         return result
 
@@ -126,30 +127,30 @@ class CronScheduler:
         return self.book.list(source)
 
     async def update(self, schedule: Schedule, fields: Sequence[str] | None) -> Schedule:
-        result = await asyncio.wrap_future(self.book.update(schedule, fields))
+        result = await settle(self.book.update(schedule, fields))
         self.poke()
         return result
 
     async def delete(self, name: str) -> None:
-        await asyncio.wrap_future(self.book.delete(name))
+        await settle(self.book.delete(name))
         self.poke()
 
     async def pause(self, name: str) -> Schedule:
-        result = await asyncio.wrap_future(self.book.pause(name))
+        result = await settle(self.book.pause(name))
         self.poke()
         return result
 
     async def resume(self, name: str) -> Schedule:
-        result = await asyncio.wrap_future(self.book.resume(name))
+        result = await settle(self.book.resume(name))
         self.poke()
         return result
 
     async def trigger(self, name: str) -> TriggerOutcome:
-        outcome = await asyncio.wrap_future(self.book.trigger(name))
+        outcome = await settle(self.book.trigger(name))
         self._on_tasks([outcome.task])
         return outcome
 
     async def reconcile(self, declared: Sequence[Schedule]) -> ReconcileOutcome:
-        outcome = await asyncio.wrap_future(self.book.reconcile(declared))
+        outcome = await settle(self.book.reconcile(declared))
         self.poke()
         return outcome

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from conveyor_server.core.broker import Broker
 from conveyor_server.core.model import TickOutcome
+from conveyor_server.settle import settle
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class TaskTimer:
         due = self._broker.next_due_time()
         now = self._broker.clock.now()
         if due is not None and due <= now:
-            outcome = await asyncio.wrap_future(self._broker.tick())
+            outcome = await settle(self._broker.tick())
             self._on_tick(outcome)
             if outcome.is_more_due:
                 await asyncio.sleep(0)  # let RPCs in between large catch-ups

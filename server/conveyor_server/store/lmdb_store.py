@@ -14,11 +14,23 @@ raises is rolled back alone), commits once, fsyncs once, then resolves all
 their futures. Batches form from what is waiting, never from a timer, so an
 idle broker adds no latency. Key layout: see store/keys.py.
 
+Inline commits: writes asked for on an event loop are first gathered until
+the end of that loop turn. If the writer thread is idle (nothing queued or
+committing) and the turn asked for at most `inline_max` writes, the loop
+commits them itself, in one transaction: no hand-off to the writer thread and
+back (two thread wake-ups and a GIL hand-over each way). Otherwise they go to
+the writer thread, in order. The loop is blocked during that fsync (~0.1 ms
+here; the GIL is released), which is why only small turns go inline: a burst
+of writes keeps the writer thread's overlap of fsync with RPC work. Measured
+on the round trip: broker CPU per trip 3,300 -> 2,700 us; see
+docs/performance.md.
+
 `writemap` is never used: with it a full disk kills the process with SIGBUS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -42,11 +54,31 @@ log = logging.getLogger(__name__)
 
 GIB = 1 << 30
 _STOP = object()
+_BUSY_READY = 2  # callbacks waiting on the loop beyond which a turn's writes go to the writer
 _GROW_AT = 0.8
 #: New tasks are refused once live data passes this share of max_bytes; the rest
 #: is kept for the writes that drain the store (lease, ack, fail, retention).
 _GROWTH_LIMIT = 0.9
 _Write = tuple[Callable[[TaskTxn], Any], Future[Any], bool]
+
+
+def _has_other_work(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether enough other callbacks wait on the loop that an fsync there would hold up RPCs.
+
+    Reads the ready queue of CPython's event loops (`_ready`, a deque); a loop
+    without one counts as busy, which keeps every write on the writer thread.
+    Measured at the end of turns that wrote: one-at-a-time traffic (a round
+    trip, a worker's stream) finds 0-2 callbacks waiting; 64 unary Enqueue
+    calls in flight find 3-20, and committing there cost them a quarter of
+    their throughput.
+    """
+    ready = getattr(loop, "_ready", None)
+    return ready is None or len(ready) > _BUSY_READY
+
+
+def _refuse(future: Future[Any]) -> None:
+    if future.set_running_or_notify_cancel():  # False: cancelled, nobody is waiting
+        future.set_exception(RuntimeError("store is closed"))
 
 
 class StoreLocked(ConveyorError):
@@ -100,6 +132,7 @@ class LmdbStore:
         max_bytes: int = 32 * GIB,
         initial_map_bytes: int = GIB,
         max_group: int = 2000,
+        inline_max: int = 4,
     ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -136,6 +169,12 @@ class LmdbStore:
         self._closed = False
         self._is_accepting_growth = True
         self._last_flush = time.monotonic()
+        self._inline_max = inline_max
+        self._inline_loop: asyncio.AbstractEventLoop | None = None
+        self._inline_batch: list[_Write] = []
+        self._write_lock = threading.Lock()  # held while a transaction is open for writing
+        self._count_lock = threading.Lock()
+        self._queued = 0  # writes handed to the writer thread and not yet committed
         self._writer = threading.Thread(target=self._run_writer, name="lmdb-writer", daemon=True)
         self._writer.start()
 
@@ -147,8 +186,12 @@ class LmdbStore:
             future.set_exception(RuntimeError("store is closed"))
         elif is_growth and not self._is_accepting_growth:
             future.set_exception(self._full_error())
+        elif self._gathers_on_this_loop():
+            self._inline_batch.append((fn, future, is_growth))
+            if len(self._inline_batch) == 1:
+                self._inline_loop.call_soon(self._flush_turn)  # type: ignore[union-attr]
         else:
-            self._queue.put((fn, future, is_growth))
+            self._to_writer([(fn, future, is_growth)])
         return future
 
     def read(self, fn: Callable[[TaskTxn], T]) -> T:
@@ -160,6 +203,7 @@ class LmdbStore:
         if self._closed:
             return
         self._closed = True
+        self._to_writer(self._take_turn())  # gathered this loop turn: committed, not lost
         self._queue.put(_STOP)
         self._writer.join()
         self._env.sync(True)
@@ -169,6 +213,52 @@ class LmdbStore:
     @property
     def map_size(self) -> int:
         return self._map_size
+
+    # -- where a write commits -------------------------------------------------
+
+    def _gathers_on_this_loop(self) -> bool:
+        """Whether this write is asked for on the event loop that gathers inline writes."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a thread without a loop: straight to the writer thread
+            return False
+        if self._inline_loop is None:
+            self._inline_loop = loop
+        return loop is self._inline_loop
+
+    def _take_turn(self) -> list[_Write]:
+        batch, self._inline_batch = self._inline_batch, []
+        return batch
+
+    def _flush_turn(self) -> None:
+        """End of a loop turn: commit its writes here, or hand them to the writer thread."""
+        batch = self._take_turn()
+        if not batch:
+            return
+        if self._closed:
+            for _, future, _ in batch:
+                _refuse(future)
+            return
+        if (
+            len(batch) <= self._inline_max
+            and self._queued == 0  # nothing asked for earlier is still waiting to commit
+            and not _has_other_work(self._inline_loop)
+            and self._write_lock.acquire(blocking=False)
+        ):
+            try:
+                self._commit_group(batch)
+            finally:
+                self._write_lock.release()
+        else:
+            self._to_writer(batch)
+
+    def _to_writer(self, batch: list[_Write]) -> None:
+        if not batch:
+            return
+        with self._count_lock:
+            self._queued += len(batch)
+        for item in batch:
+            self._queue.put(item)
 
     # -- opening -------------------------------------------------------------
 
@@ -219,7 +309,10 @@ class LmdbStore:
                     stopping = True
                     break
                 batch.append(item)
-            self._commit_group(batch)
+            with self._write_lock:
+                self._commit_group(batch)
+            with self._count_lock:
+                self._queued -= len(batch)
         # Anything submitted after close() began is refused rather than lost silently.
         while True:
             try:
@@ -227,7 +320,7 @@ class LmdbStore:
             except queue.Empty:
                 break
             if item is not _STOP:
-                item[1].set_exception(RuntimeError("store is closed"))
+                _refuse(item[1])
 
     def _full_error(self) -> StoreFull:
         return StoreFull(
@@ -236,6 +329,11 @@ class LmdbStore:
         )
 
     def _commit_group(self, batch: list[_Write]) -> None:
+        # A write whose future was cancelled before it ran is not applied (and a result
+        # set on a cancelled future would raise here and end the writer thread).
+        batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
+        if not batch:
+            return
         while True:
             try:
                 outcomes = self._apply(batch)

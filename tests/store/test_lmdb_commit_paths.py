@@ -1,0 +1,84 @@
+"""Where LmdbStore commits: the writer thread, or the event loop itself for a small turn."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+from conveyor_server.settle import settle
+from conveyor_server.store.lmdb_store import LmdbStore
+from conveyor_server.store.tasks import TaskTxn
+
+MIB = 1 << 20
+
+
+def _thread_name(txn: TaskTxn) -> str:
+    return threading.current_thread().name
+
+
+def test_a_small_loop_turn_commits_on_the_loop_and_a_burst_on_the_writer(tmp_path: Path):
+    store = LmdbStore(tmp_path, initial_map_bytes=16 * MIB, inline_max=4)
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        alone = await asyncio.gather(*(settle(store.write(_thread_name)) for _ in range(2)))
+        burst = await asyncio.gather(*(settle(store.write(_thread_name)) for _ in range(10)))
+        return alone, burst
+
+    try:
+        alone, burst = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert alone == [threading.main_thread().name] * 2
+    assert burst == ["lmdb-writer"] * 10
+
+
+def test_writes_from_a_thread_without_a_loop_go_to_the_writer(tmp_path: Path):
+    store = LmdbStore(tmp_path, initial_map_bytes=16 * MIB)
+    try:
+        assert store.write(_thread_name).result(timeout=5) == "lmdb-writer"
+    finally:
+        store.close()
+
+
+def test_a_turn_waits_for_writes_still_queued_for_the_writer(tmp_path: Path):
+    """Order is kept: a small turn does not commit ahead of a burst still being written."""
+    store = LmdbStore(tmp_path, initial_map_bytes=16 * MIB, inline_max=2)
+    order: list[int] = []
+
+    def record(n: int, pause: float = 0.0):
+        def apply(txn: TaskTxn) -> str:
+            time.sleep(pause)
+            order.append(n)
+            return threading.current_thread().name
+
+        return apply
+
+    async def scenario() -> list[str]:
+        burst = [settle(store.write(record(n, 0.01))) for n in range(5)]
+        await asyncio.sleep(0)  # the burst's turn ends: it goes to the writer thread
+        later = settle(store.write(record(99)))
+        return await asyncio.gather(*burst, later)
+
+    try:
+        where = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert order == [0, 1, 2, 3, 4, 99]
+    assert where[-1] == "lmdb-writer"
+
+
+def test_a_write_cancelled_before_it_ran_is_skipped_and_the_writer_lives_on(tmp_path: Path):
+    store = LmdbStore(tmp_path, initial_map_bytes=16 * MIB)
+    applied: list[str] = []
+    try:
+        slow = store.write(lambda txn: time.sleep(0.2) or applied.append("slow"))
+        cancelled = store.write(lambda txn: applied.append("cancelled"))
+        assert cancelled.cancel()  # still queued behind the slow one
+        after = store.write(lambda txn: applied.append("after") or "ok")
+        assert after.result(timeout=5) == "ok"
+        slow.result(timeout=5)
+    finally:
+        store.close()
+    assert applied == ["slow", "after"]
