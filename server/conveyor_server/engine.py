@@ -81,22 +81,28 @@ class Engine:
         is_due_now = spec.run_at is None and not spec.delay
         claim = self.waiters.claim_lease(spec.queue) if is_due_now else None
         if claim is None:
-            outcome = await settle(self.broker.enqueue(spec, reject_duplicate=reject_duplicate))
-            self._after_write([outcome.task])
-            return outcome
-        grant = LeaseGrant(claim.lease_duration, claim.worker_id)
-        handed: list[Task] | None = None
-        try:
-            outcome = await settle(
-                self.broker.enqueue(spec, reject_duplicate=reject_duplicate, lease_to=grant)
+            return await settle(
+                self.broker.enqueue(spec, reject_duplicate=reject_duplicate),
+                lambda outcome: self._after_write([outcome.task]),
             )
+
+        def hand_over(outcome: EnqueueOutcome) -> None:
             task = outcome.task
-            if not outcome.duplicate and task.state is TaskState.LEASED:
-                handed = [task]
             self._after_write([task])
-        finally:
-            self._hand_over(claim.future, handed)
-        return outcome
+            is_handed = not outcome.duplicate and task.state is TaskState.LEASED
+            self._hand_over(claim.future, [task] if is_handed else None)
+
+        grant = LeaseGrant(claim.lease_duration, claim.worker_id)
+        try:
+            return await settle(
+                self.broker.enqueue(spec, reject_duplicate=reject_duplicate, lease_to=grant),
+                hand_over,
+            )
+        except BaseException:
+            # No task for the claimed Lease (yet): it looks for itself. If the write still
+            # commits (this call was cancelled), hand_over finds it done and releases the task.
+            self._hand_over(claim.future, None)
+            raise
 
     def _hand_over(self, parked: LeaseWait, tasks: list[Task] | None) -> None:
         """Complete a claimed Lease; if it went away meanwhile, give its task back."""
@@ -108,9 +114,10 @@ class Engine:
     async def enqueue_batch(
         self, specs: Sequence[TaskSpec], reject_duplicate: bool
     ) -> list[EnqueueOutcome]:
-        outcomes = await settle(self.broker.enqueue_batch(specs, reject_duplicate=reject_duplicate))
-        self._after_write([o.task for o in outcomes if not o.duplicate])
-        return outcomes
+        return await settle(
+            self.broker.enqueue_batch(specs, reject_duplicate=reject_duplicate),
+            lambda outcomes: self._after_write([o.task for o in outcomes if not o.duplicate]),
+        )
 
     def get_task(self, task_id: str) -> Task:
         return self.broker.get_task(task_id)
@@ -118,13 +125,12 @@ class Engine:
     async def get_result(self, task_id: str, wait: float) -> Task:
         """The task once final, or as it is when the (bounded) wait ends."""
         wait = min(wait, self.settings.max_wait)
-        if wait <= 0 or self.is_stopping:
-            return self.broker.get_task(task_id)
+        task = self.broker.get_task(task_id)
+        if task.state.is_final or wait <= 0 or self.is_stopping:
+            return task
+        # No await since the read: a finish committed from here on wakes this waiter.
         finished = self.waiters.for_task(task_id)
         try:
-            task = self.broker.get_task(task_id)
-            if task.state.is_final:
-                return task
             try:
                 final = await asyncio.wait_for(asyncio.shield(finished), wait)
             except TimeoutError:
@@ -134,9 +140,7 @@ class Engine:
             finished.cancel()
 
     async def cancel(self, task_id: str) -> Task:
-        task = await settle(self.broker.cancel(task_id))
-        self._after_write([task])
-        return task
+        return await settle(self.broker.cancel(task_id), lambda task: self._after_write([task]))
 
     # -- workers -------------------------------------------------------------
 
@@ -156,49 +160,49 @@ class Engine:
         while True:
             if self.is_stopping:
                 raise ShuttingDown("the broker is shutting down")
+            if self.broker.has_leasable(queues):  # a read: an empty queue costs no write
+                tasks = await self._lease_once(queues, max_tasks, lease_duration, worker_id, order)
+                if tasks:
+                    return tasks
             remaining = give_up_at - loop.time()
-            # Registered before looking, so a task committed in between still wakes us.
-            ready = (
-                self.waiters.for_queues(queues, lease_duration, worker_id)
-                if remaining > 0
-                else None
-            )
+            if remaining <= 0:
+                return []
+            # Registered, then looked at once more with no await in between: a task
+            # committed before the look is seen, one committed after it wakes us.
+            ready = self.waiters.for_queues(queues, lease_duration, worker_id)
             try:
-                if not self.broker.has_leasable(queues):
-                    if ready is None:
-                        return []
-                    # Nothing to take: park without a (write) transaction.
-                    handed = await self._park(ready, give_up_at - loop.time())
-                    if handed is not None:
-                        return handed
+                if self.broker.has_leasable(queues):
                     continue
-                leasing = settle(
-                    self.broker.lease(
-                        queues,
-                        max_tasks,
-                        lease_duration=lease_duration,
-                        worker_id=worker_id,
-                        order=order,
-                    )
-                )
-                try:
-                    batch = await asyncio.shield(leasing)
-                except asyncio.CancelledError:
-                    # The caller went away while the lease was being committed: give
-                    # those tasks back at once instead of letting their leases run out.
-                    leasing.add_done_callback(self._release_orphans)
-                    raise
-                self._after_lease(batch)
-                if batch.tasks or ready is None:
-                    return batch.tasks
-                handed = await self._park(ready, give_up_at - loop.time())
+                handed = await self._park(ready, remaining)
                 if handed is not None:
                     return handed
             except _WaitOver:
                 return []
             finally:
-                if ready is not None:
-                    ready.cancel()
+                ready.cancel()
+
+    async def _lease_once(
+        self,
+        queues: Sequence[str],
+        max_tasks: int,
+        lease_duration: float | None,
+        worker_id: str,
+        order: QueueOrder,
+    ) -> list[Task]:
+        leasing = settle(
+            self.broker.lease(
+                queues, max_tasks, lease_duration=lease_duration, worker_id=worker_id, order=order
+            ),
+            self._after_lease,
+        )
+        try:
+            batch = await asyncio.shield(leasing)
+        except asyncio.CancelledError:
+            # The caller went away while the lease was being committed: give
+            # those tasks back at once instead of letting their leases run out.
+            leasing.add_done_callback(self._release_orphans)
+            raise
+        return batch.tasks
 
     async def _park(self, ready: LeaseWait, timeout: float) -> list[Task] | None:
         """Wait for a wake-up (None: look again) or tasks an Enqueue handed over."""
@@ -228,30 +232,21 @@ class Engine:
             self.release_soon([LeaseRef(t.id, t.lease_token) for t in handed])
 
     async def extend(self, extensions: Sequence[Extension]) -> list[ItemOutcome]:
-        outcomes = await settle(self.broker.extend(extensions))
-        self._after_items(outcomes)
-        return outcomes
+        return await settle(self.broker.extend(extensions), self._after_items)
 
     async def ack(self, acks: Sequence[Ack]) -> list[ItemOutcome]:
-        outcomes = await settle(self.broker.ack(acks))
-        self._after_items(outcomes)
-        return outcomes
+        return await settle(self.broker.ack(acks), self._after_items)
 
     async def fail(self, failures: Sequence[Failure]) -> list[ItemOutcome]:
-        outcomes = await settle(self.broker.fail(failures))
-        self._after_items(outcomes)
-        return outcomes
+        return await settle(self.broker.fail(failures), self._after_items)
 
     async def release(self, leases: Sequence[LeaseRef]) -> list[ItemOutcome]:
-        outcomes = await settle(self.broker.release(leases))
-        self._after_items(outcomes)
-        return outcomes
+        return await settle(self.broker.release(leases), self._after_items)
 
     def _release_orphans(self, leasing: asyncio.Future[LeaseBatch]) -> None:
         if leasing.cancelled() or leasing.exception() is not None:
             return
         batch = leasing.result()
-        self._after_lease(batch)
         if batch.tasks:
             self.release_soon([LeaseRef(t.id, t.lease_token) for t in batch.tasks])
 
@@ -276,6 +271,8 @@ class Engine:
             self.timer.poke(min(t.lease_expires_at or 0.0 for t in batch.tasks))
         if batch.expired:
             self._after_write(batch.expired)
+        if batch.promoted.ready_queues:  # due tasks of any queue, not only the leased ones
+            self.waiters.notify_queues(batch.promoted.ready_queues)
 
     def _after_write(self, tasks: Sequence[Task]) -> None:
         ready: set[str] = set()

@@ -1,42 +1,48 @@
-"""Await a store write from the event loop: `settle(future)` instead of asyncio.wrap_future.
+"""Await a store write from the event loop: `settle(future, then)` instead of asyncio.wrap_future.
 
-Two differences, both on the hot path of every RPC that writes:
+Three differences, all on the path of every RPC that writes:
 
+- `then(result)` runs on the loop as soon as the write commits, whether or not
+  the awaiting coroutine is still there: what a commit means outside the store
+  (waking waiters, poking the timer, handing a task to a parked Lease) must not
+  be skipped because the RPC's caller went away in the meantime.
 - A write the loop committed itself (an inline commit, see store/lmdb_store.py)
-  completes its asyncio future directly; wrap_future would always go through
-  call_soon_threadsafe, which writes to the loop's wake-up pipe and costs a
-  system call and an extra loop turn. Writes the writer thread committed still
-  cross threads that way.
-- Cancelling the awaiting coroutine (the RPC's caller went away) does not
-  cancel the store's future: the write may already be queued or committing,
-  and its outcome is the store's to report. (wrap_future cancelled it, and a
-  result set on a cancelled concurrent future raises in the writer thread.)
+  completes directly; wrap_future always went through call_soon_threadsafe (a
+  write to the loop's wake-up pipe and an extra loop turn). Writes the writer
+  thread committed still cross threads that way.
+- Cancelling the awaiting coroutine does not cancel the store's future: the
+  write may already be queued or committing, and its outcome is the store's to
+  report.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def settle(future: Future[T]) -> asyncio.Future[T]:
+def settle(future: Future[T], then: Callable[[T], object] | None = None) -> asyncio.Future[T]:
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[T] = loop.create_future()
 
     def copy(done: Future[T]) -> None:
-        if waiter.cancelled():
-            return
         if done.cancelled():
             waiter.cancel()
             return
         error = done.exception()
-        if error is None:
-            waiter.set_result(done.result())
-        else:
-            waiter.set_exception(error)
+        if error is not None:
+            if not waiter.cancelled():
+                waiter.set_exception(error)
+            return
+        result = done.result()
+        if then is not None:
+            then(result)
+        if not waiter.cancelled():
+            waiter.set_result(result)
 
     def on_done(done: Future[T]) -> None:
         try:

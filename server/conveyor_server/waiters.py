@@ -45,10 +45,6 @@ class Waiters:
         self._claimable: set[LeaseWait] = set()
         self._count = 0
 
-    @property
-    def count(self) -> int:
-        return self._count
-
     def _reserve(self) -> None:
         if self._count >= self._max:
             raise ResourceExhausted(

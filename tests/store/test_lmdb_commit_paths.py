@@ -82,3 +82,24 @@ def test_a_write_cancelled_before_it_ran_is_skipped_and_the_writer_lives_on(tmp_
     finally:
         store.close()
     assert applied == ["slow", "after"]
+
+
+def test_an_error_after_a_commit_is_logged_and_the_writer_lives_on(tmp_path: Path):
+    """The writes were committed and answered; the writer must not die with the error."""
+    store = LmdbStore(tmp_path, initial_map_bytes=16 * MIB)
+    real_after_commit = store._after_commit
+    calls = []
+
+    def failing_once() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk said no")
+        real_after_commit()
+
+    store._after_commit = failing_once  # type: ignore[method-assign]
+    try:
+        assert store.write(lambda txn: "first").result(timeout=5) == "first"
+        assert store.write(lambda txn: "second").result(timeout=5) == "second"
+        assert len(calls) == 2
+    finally:
+        store.close()

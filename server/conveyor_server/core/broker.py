@@ -52,10 +52,12 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class LeaseBatch:
-    """Tasks handed out by one Lease, and tasks found past their deadline on the way."""
+    """Tasks handed out by one Lease, tasks found past their deadline on the way, and the
+    queues of scheduled tasks it found due and made READY (their waiters need waking)."""
 
     tasks: list[Task] = field(default_factory=list)
     expired: list[Task] = field(default_factory=list)
+    promoted: TickOutcome = field(default_factory=TickOutcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,8 +297,8 @@ class Broker:
             ordered = ordered[shift:] + ordered[:shift]
 
         def apply(txn: TaskTxn) -> LeaseBatch:
-            self._promote_scheduled(txn, now, TickOutcome())
             batch = LeaseBatch()
+            self._promote_scheduled(txn, now, batch.promoted)
             for queue in ordered:
                 while len(batch.tasks) < max_tasks:
                     ids = txn.ready_task_ids(queue, max_tasks - len(batch.tasks))

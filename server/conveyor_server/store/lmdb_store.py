@@ -246,7 +246,7 @@ class LmdbStore:
             and self._write_lock.acquire(blocking=False)
         ):
             try:
-                self._commit_group(batch)
+                self._commit_safely(batch)
             finally:
                 self._write_lock.release()
         else:
@@ -309,10 +309,12 @@ class LmdbStore:
                     stopping = True
                     break
                 batch.append(item)
-            with self._write_lock:
-                self._commit_group(batch)
-            with self._count_lock:
-                self._queued -= len(batch)
+            try:
+                with self._write_lock:
+                    self._commit_safely(batch)
+            finally:
+                with self._count_lock:
+                    self._queued -= len(batch)
         # Anything submitted after close() began is refused rather than lost silently.
         while True:
             try:
@@ -327,6 +329,17 @@ class LmdbStore:
             f"the store is full (limit {self._max_bytes} bytes, --max-store-bytes): "
             "new tasks are refused until workers drain it or the limit is raised"
         )
+
+    def _commit_safely(self, batch: list[_Write]) -> None:
+        """Commit a group; anything that escapes fails the group's open futures instead of
+        ending the writer thread (every later write would hang) or the loop's callback."""
+        try:
+            self._commit_group(batch)
+        except Exception as exc:
+            log.exception("store: a group of %d writes failed", len(batch))
+            for _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(exc)
 
     def _commit_group(self, batch: list[_Write]) -> None:
         # A write whose future was cancelled before it ran is not applied (and a result

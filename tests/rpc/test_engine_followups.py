@@ -1,0 +1,127 @@
+"""What a commit means outside the store happens even when its caller is gone (in-process)."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Future
+from typing import Any
+
+from conveyor_server.core.broker import Broker
+from conveyor_server.core.clock import FakeClock
+from conveyor_server.core.errors import ResourceExhausted
+from conveyor_server.core.model import Ack, LeaseRef, QueueOrder, TaskResult, TaskSpec, TaskState
+from conveyor_server.engine import Engine
+from conveyor_server.store.memory import MemoryStore
+
+
+class GatedStore(MemoryStore):
+    """Applies writes at once but reports them only when the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.is_gated = False
+        self._held: list[tuple[Future[Any], Future[Any]]] = []
+
+    def write(self, fn: Any, *, is_growth: bool = False) -> Future[Any]:
+        done = super().write(fn, is_growth=is_growth)
+        if not self.is_gated:
+            return done
+        reported: Future[Any] = Future()
+        self._held.append((done, reported))
+        return reported
+
+    def open_gate(self) -> None:
+        self.is_gated = False
+        for done, reported in self._held:
+            if done.exception() is not None:
+                reported.set_exception(done.exception())  # type: ignore[arg-type]
+            else:
+                reported.set_result(done.result())
+        self._held.clear()
+
+
+async def _turns(n: int = 20) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def _lease(engine: Engine, queue: str, wait: float = 5.0) -> asyncio.Task[Any]:
+    return asyncio.ensure_future(engine.lease([queue], 10, None, "w", QueueOrder.STRICT, wait))
+
+
+def test_an_enqueue_cancelled_during_the_hand_over_still_delivers_its_task():
+    async def scenario() -> None:
+        store = GatedStore()
+        engine = Engine(Broker(store, FakeClock()))
+        leasing = _lease(engine, "q")
+        await _turns()
+        store.is_gated = True
+        enqueuing = asyncio.ensure_future(engine.enqueue(TaskSpec(kind="k", queue="q"), False))
+        await _turns()
+        enqueuing.cancel()  # the producer went away; the task is committed, LEASED to "w"
+        await _turns()
+        store.open_gate()
+        leased = await asyncio.wait_for(leasing, 2)
+        assert len(leased) == 1
+        assert engine.get_task(leased[0].id).state is TaskState.LEASED
+
+    asyncio.run(scenario())
+
+
+def test_an_ack_whose_caller_went_away_still_wakes_the_result_waiter():
+    async def scenario() -> None:
+        store = GatedStore()
+        engine = Engine(Broker(store, FakeClock()))
+        task = (await engine.enqueue(TaskSpec(kind="k", queue="q"), False)).task
+        (leased,) = await engine.lease(["q"], 1, None, "w", QueueOrder.STRICT, 0)
+        waiting = asyncio.ensure_future(engine.get_result(task.id, 30))
+        await _turns()
+        store.is_gated = True
+        acking = asyncio.ensure_future(
+            engine.ack([Ack(LeaseRef(leased.id, leased.lease_token), TaskResult(b"ok"))])
+        )
+        await _turns()
+        acking.cancel()  # e.g. the work stream broke while the ack committed
+        await _turns()
+        store.open_gate()
+        final = await asyncio.wait_for(waiting, 2)
+        assert final.state is TaskState.SUCCEEDED and final.result == TaskResult(b"ok")
+
+    asyncio.run(scenario())
+
+
+def test_a_lease_that_promotes_another_queues_due_task_wakes_that_queues_waiters():
+    async def scenario() -> None:
+        clock = FakeClock()
+        engine = Engine(Broker(MemoryStore(), clock))
+        later = await engine.enqueue(TaskSpec(kind="k", queue="b", delay=5.0), False)
+        waiting_b = _lease(engine, "b")
+        await _turns()
+        clock.advance(10.0)  # due, but no timer runs here: the next Lease promotes it
+        assert await engine.lease(["a"], 1, None, "w", QueueOrder.STRICT, 0) == []
+        leased = await asyncio.wait_for(waiting_b, 2)
+        assert [t.id for t in leased] == [later.task.id]
+
+    asyncio.run(scenario())
+
+
+def test_a_full_waiter_pool_does_not_refuse_calls_that_need_no_wait():
+    async def scenario() -> None:
+        engine = Engine(Broker(MemoryStore(), FakeClock()), max_waiters=1)
+        parked = _lease(engine, "empty")  # takes the only waiter slot
+        await _turns()
+        task = (await engine.enqueue(TaskSpec(kind="k", queue="q"), False)).task
+        leased = await engine.lease(["q"], 1, None, "w", QueueOrder.STRICT, 10)
+        assert [t.id for t in leased] == [task.id]
+        await engine.ack([Ack(LeaseRef(task.id, leased[0].lease_token), TaskResult())])
+        assert (await engine.get_result(task.id, 10)).state is TaskState.SUCCEEDED
+        try:
+            await engine.lease(["empty"], 1, None, "w", QueueOrder.STRICT, 10)
+        except ResourceExhausted:
+            pass  # a call that must wait still finds the pool full
+        else:
+            raise AssertionError("a second waiting Lease was admitted past max_waiters=1")
+        parked.cancel()
+        await asyncio.gather(parked, return_exceptions=True)
+
+    asyncio.run(scenario())
