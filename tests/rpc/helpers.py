@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from conveyor.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
+from conveyor_server.store.memory import MemoryStore
 
 
 @dataclass
@@ -66,3 +68,29 @@ def expect_status(code: grpc.StatusCode, call: Any, *args: Any, match: str = "")
     assert info.value.code() == code, info.value.details()
     assert match in info.value.details()
     return info.value.details()
+
+
+class GatedStore(MemoryStore):
+    """Applies writes at once but reports them only when the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.is_gated = False
+        self._held: list[tuple[Future[Any], Future[Any]]] = []
+
+    def write(self, fn: Any, *, is_growth: bool = False) -> Future[Any]:
+        done = super().write(fn, is_growth=is_growth)
+        if not self.is_gated:
+            return done
+        reported: Future[Any] = Future()
+        self._held.append((done, reported))
+        return reported
+
+    def open_gate(self) -> None:
+        self.is_gated = False
+        for done, reported in self._held:
+            if done.exception() is not None:
+                reported.set_exception(done.exception())  # type: ignore[arg-type]
+            else:
+                reported.set_result(done.result())
+        self._held.clear()

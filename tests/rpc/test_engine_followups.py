@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Future
 from typing import Any
 
 from conveyor_server.core.broker import Broker
@@ -12,32 +11,7 @@ from conveyor_server.core.errors import ResourceExhausted
 from conveyor_server.core.model import Ack, LeaseRef, QueueOrder, TaskResult, TaskSpec, TaskState
 from conveyor_server.engine import Engine
 from conveyor_server.store.memory import MemoryStore
-
-
-class GatedStore(MemoryStore):
-    """Applies writes at once but reports them only when the test opens the gate."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.is_gated = False
-        self._held: list[tuple[Future[Any], Future[Any]]] = []
-
-    def write(self, fn: Any, *, is_growth: bool = False) -> Future[Any]:
-        done = super().write(fn, is_growth=is_growth)
-        if not self.is_gated:
-            return done
-        reported: Future[Any] = Future()
-        self._held.append((done, reported))
-        return reported
-
-    def open_gate(self) -> None:
-        self.is_gated = False
-        for done, reported in self._held:
-            if done.exception() is not None:
-                reported.set_exception(done.exception())  # type: ignore[arg-type]
-            else:
-                reported.set_result(done.result())
-        self._held.clear()
+from tests.rpc.helpers import GatedStore
 
 
 async def _turns(n: int = 20) -> None:

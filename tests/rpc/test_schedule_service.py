@@ -116,6 +116,10 @@ def test_bad_names_are_invalid_argument(stub, bad_name):
     request = pb2.CreateScheduleRequest(schedule=schedule(bad_name))
     expect_status(INVALID, stub.CreateSchedule, request, match="name")
     expect_status(INVALID, stub.GetSchedule, pb2.GetScheduleRequest(name=bad_name))
+    expect_status(INVALID, stub.DeleteSchedule, pb2.DeleteScheduleRequest(name=bad_name))
+    expect_status(INVALID, stub.PauseSchedule, pb2.PauseScheduleRequest(name=bad_name))
+    expect_status(INVALID, stub.ResumeSchedule, pb2.ResumeScheduleRequest(name=bad_name))
+    expect_status(INVALID, stub.TriggerSchedule, pb2.TriggerScheduleRequest(name=bad_name))
 
 
 def test_bad_task_template_is_invalid_argument(stub, name):

@@ -199,6 +199,7 @@ def test_get_result_errors(stubs):
         task_service_pb2.GetResultRequest(task_id="x", wait=seconds(-1)),
         match="wait",
     )
+    expect_status(INVALID, stubs.tasks.GetResult, task_service_pb2.GetResultRequest())
 
 
 def test_too_many_waiters_is_resource_exhausted(broker_factory):
@@ -206,7 +207,7 @@ def test_too_many_waiters_is_resource_exhausted(broker_factory):
     stubs = connect(broker.address)
     task = enqueue(stubs, "default")
     parked = stubs.tasks.GetResult.future(
-        task_service_pb2.GetResultRequest(task_id=task.id, wait=seconds(3))
+        task_service_pb2.GetResultRequest(task_id=task.id, wait=seconds(10))
     )
     time.sleep(0.3)
     expect_status(
@@ -214,7 +215,36 @@ def test_too_many_waiters_is_resource_exhausted(broker_factory):
         stubs.tasks.GetResult,
         task_service_pb2.GetResultRequest(task_id=task.id, wait=seconds(3)),
     )
-    assert not parked.result().is_final
+    # A Lease that would have to wait needs a slot too.
+    expect_status(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        stubs.workers.Lease,
+        worker_service_pb2.LeaseRequest(queues=["empty"], wait=seconds(3)),
+    )
+    # The parked call was not disturbed: finishing its task answers it.
+    (leased,) = lease(stubs, "default")  # READY tasks need no slot
+    stubs.workers.Ack(
+        worker_service_pb2.AckRequest(acks=[worker_service_pb2.AckItem(lease=ref(leased))])
+    )
+    assert parked.result(timeout=5).is_final
+
+
+def test_a_stream_that_cannot_wait_ends_with_resource_exhausted(broker_factory):
+    broker = broker_factory("--max-waiters", "1")
+    stubs = connect(broker.address)
+    task = enqueue(stubs, "default")
+    parked = stubs.tasks.GetResult.future(
+        task_service_pb2.GetResultRequest(task_id=task.id, wait=seconds(5))
+    )
+    time.sleep(0.3)
+    opening = worker_service_pb2.StreamWorkRequest(
+        open=worker_service_pb2.StreamWorkOpen(queues=["empty"]), credits=1
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        for _ in stubs.workers.StreamWork(iter([opening]), timeout=10):
+            pass
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    parked.cancel()
 
 
 def test_cancel_ready_task_is_cancelled_at_once(stubs, queue):
@@ -275,6 +305,8 @@ def test_full_store_is_resource_exhausted(broker_factory):
             )
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "full" in info.value.details()
+    batch = task_service_pb2.EnqueueBatchRequest(tasks=[spec("default")])
+    expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED, stubs.tasks.EnqueueBatch, batch, match="full")
     # Reads still work, and the broker stays up.
     assert stubs.workers.Lease(worker_service_pb2.LeaseRequest(queues=["default"])).tasks
 

@@ -53,8 +53,7 @@ def get(stubs, task_id: str) -> task_pb2.Task:
 
 
 def test_stream_pushes_no_more_tasks_than_credits(stubs, queue):
-    for _ in range(5):
-        enqueue(stubs, queue)
+    ids = [enqueue(stubs, queue).id for _ in range(5)]
     stream = Stream(stubs, opening(queue, worker_id="s1"))
     stream.send(credits=2)
     first = stream.tasks(2)
@@ -62,10 +61,10 @@ def test_stream_pushes_no_more_tasks_than_credits(stubs, queue):
     assert all(t.state == task_pb2.TASK_STATE_LEASED and t.worker_id == "s1" for t in first)
     # No credits left: the other three stay READY.
     time.sleep(0.3)
-    ready = [get(stubs, t.id).state for t in first]
-    assert ready == [task_pb2.TASK_STATE_LEASED] * 2
+    others = [i for i in ids if i not in {t.id for t in first}]
+    assert [get(stubs, i).state for i in others] == [task_pb2.TASK_STATE_READY] * 3
     stream.send(credits=3)
-    assert len(stream.tasks(3)) == 3
+    assert {t.id for t in stream.tasks(3)} == set(others)
     stream.close()
 
 

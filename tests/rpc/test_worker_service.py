@@ -168,7 +168,7 @@ def test_ack_errors(stubs, queue):
     unknown = WS.AckRequest(acks=[WS.AckItem(lease=WS.LeaseRef(task_id="nope", lease_token="x"))])
     expect_status(grpc.StatusCode.NOT_FOUND, stubs.workers.Ack, unknown)
     too_big = WS.AckRequest(
-        acks=[WS.AckItem(lease=ref(task), result=task_pb2.TaskResult(data=b"x" * (1 << 20 + 1)))]
+        acks=[WS.AckItem(lease=ref(task), result=task_pb2.TaskResult(data=b"x" * ((1 << 20) + 1)))]
     )
     expect_status(INVALID, stubs.workers.Ack, too_big, match="result")
     expect_status(INVALID, stubs.workers.Ack, WS.AckRequest())
@@ -245,6 +245,7 @@ def test_release_gives_the_task_back_without_an_attempt(stubs, queue):
     expect_status(STALE, stubs.workers.Release, WS.ReleaseRequest(leases=[ref(task)]))
     unknown = WS.ReleaseRequest(leases=[WS.LeaseRef(task_id="no", lease_token="x")])
     expect_status(grpc.StatusCode.NOT_FOUND, stubs.workers.Release, unknown)
+    expect_status(INVALID, stubs.workers.Release, WS.ReleaseRequest(), match="no leases")
 
 
 def test_a_waiting_lease_call_gets_a_new_task_in_the_enqueue_commit(stubs, queue):
