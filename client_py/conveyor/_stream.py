@@ -179,6 +179,8 @@ class WorkStream:
         """
         if self._written >= self._queued:
             return
+        if self._call.done() or self._writer.done():  # broken or cancelled: never written
+            raise Unavailable("the work stream is closed; queued items were not sent")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flushes.append((self._queued, future))
         await future
@@ -244,6 +246,11 @@ class WorkStream:
                 future.set_exception(error)
         self._flushes = []
 
+    def _stop_writing(self) -> None:
+        """The call ended: wake the writer so it finishes instead of waiting for ever."""
+        self._is_closing = True
+        self._wake.set()
+
     def __aiter__(self) -> WorkStream:
         return self
 
@@ -251,13 +258,13 @@ class WorkStream:
         try:
             response = await self._call.read()
         except grpc.RpcError as exc:
-            self._is_closing = True
+            self._stop_writing()
             raise error_from_rpc(exc) from None
         except grpc.aio.UsageError as exc:  # the channel was closed
-            self._is_closing = True
+            self._stop_writing()
             raise Unavailable(str(exc)) from None
         if response is grpc.aio.EOF:
-            self._is_closing = True
+            self._stop_writing()
             raise StopAsyncIteration
         return self._batch(response)
 

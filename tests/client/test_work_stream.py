@@ -168,3 +168,16 @@ def test_a_broker_that_goes_away_breaks_the_stream_with_unavailable(broker):
             return time.monotonic() - started
 
     assert run(scenario()) < 10
+
+
+def test_flush_on_a_stream_that_ended_raises_instead_of_waiting_for_ever(shared_broker):
+    async def scenario() -> None:
+        async with AsyncClient(shared_broker.address) as client:
+            stream = client.work_stream("ws-flush", credits=1)
+            await stream.flush()
+            stream.grant(2)  # queued, then the call ends before the writer runs
+            stream.cancel()
+            with pytest.raises(errors.Unavailable):
+                await asyncio.wait_for(stream.flush(), 5)
+
+    run(scenario())
