@@ -160,18 +160,20 @@ class Engine:
         while True:
             if self.is_stopping:
                 raise ShuttingDown("the broker is shutting down")
-            if self.broker.has_leasable(queues):  # a read: an empty queue costs no write
+            # A read first: an empty queue costs no write transaction.
+            is_empty_now = not self.broker.has_leasable(queues)
+            if not is_empty_now:
                 tasks = await self._lease_once(queues, max_tasks, lease_duration, worker_id, order)
                 if tasks:
                     return tasks
             remaining = give_up_at - loop.time()
             if remaining <= 0:
                 return []
-            # Registered, then looked at once more with no await in between: a task
-            # committed before the look is seen, one committed after it wakes us.
+            # A waiter registered with no await since the last look is woken by anything
+            # committed after that look; after the lease's await, look once more.
             ready = self.waiters.for_queues(queues, lease_duration, worker_id)
             try:
-                if self.broker.has_leasable(queues):
+                if not is_empty_now and self.broker.has_leasable(queues):
                     continue
                 handed = await self._park(ready, remaining)
                 if handed is not None:
