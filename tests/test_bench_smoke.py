@@ -25,13 +25,16 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads(out.read_text())
     rows = {row["scenario"]: row for row in figures["rows"]}
-    main_scenarios = [name for name in SCENARIOS if name != "depth"]
+    main_scenarios = [name for name in SCENARIOS if name not in ("depth", "floor")]
+    floor_rows = ["floor-bare", "floor-lmdb"]
     depth_rows = [f"depth-{op}-{q}" for op in ("enqueue", "lease") for q in ("shallow", "deep")]
-    assert set(rows) == {*main_scenarios, *depth_rows}, sorted(rows)
+    assert set(rows) == {*main_scenarios, *floor_rows, *depth_rows}, sorted(rows)
     for name, row in rows.items():
         assert row["tasks"] > 0 and row["rate"] > 0, (name, row)
         assert row["label"] in result.stdout, (row["label"], result.stdout)
-    assert rows["roundtrip"]["p50_ms"] > 0 and rows["roundtrip"]["p99_ms"] > 0
+    for name in ("roundtrip", *floor_rows):
+        assert rows[name]["p50_ms"] > 0 and rows[name]["p99_ms"] > 0, (name, rows[name])
+        assert rows[name]["worker_cpu_s"] is not None, (name, rows[name])
     assert rows["drain"]["worker_cpu_s"] > 0
     depth = figures["depth"]
     assert depth["depth_tasks"] > 0 and depth["restart_s"] > 0

@@ -13,6 +13,7 @@ from bench.measure import Sample
 from bench.scenarios.depth import depth
 from bench.scenarios.drain import drain, drain_raw
 from bench.scenarios.enqueue import enqueue, enqueue_many, enqueue_raw
+from bench.scenarios.floor import floor
 from bench.scenarios.roundtrip import roundtrip
 from bench.sizes import Sizes
 
@@ -30,5 +31,6 @@ SCENARIOS: dict[str, Callable[[Sizes, RunConfig], Result]] = {
     "drain": _plain(drain),
     "drain-raw": _plain(drain_raw),
     "roundtrip": _plain(roundtrip),
+    "floor": _plain(floor),
     "depth": depth,
 }
