@@ -51,6 +51,29 @@ _MAX_PENDING_CALLS = 20_000
 _REFUSAL_WINDOW_SECONDS = 0.25
 
 
+class _GenericHandlersOnly:
+    """The server as the generated `add_*Servicer_to_server` functions see it: generic handlers.
+
+    Those functions also register each method as a "registered method". grpcio's
+    aio server then keeps one pending request per registered method (24 here)
+    and, for every call that arrives, waits on all of them again
+    (`asyncio.wait(..., FIRST_COMPLETED)`: a done-callback added to and removed
+    from each). Routing every call through the generic handlers instead serves
+    the same methods with one pending request. Measured (`python -m bench
+    --scenario enqueue-raw`, 3 runs each, alternating): raw unary Enqueue
+    1,877-2,170 -> 2,306-2,507/s, broker 490-566 -> 430-478 us of CPU per call.
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        """Skipped: the generic handler added alongside serves these methods."""
+
+
 async def serve(config: ServeConfig) -> None:
     """Run the broker until SIGTERM/SIGINT, then shut down gracefully."""
     store = LmdbStore(config.data_dir, durable=config.is_durable, max_bytes=config.max_store_bytes)
@@ -68,16 +91,18 @@ async def serve(config: ServeConfig) -> None:
     def is_stopping() -> bool:
         return engine.is_stopping
 
+    registry = _GenericHandlersOnly(server)
+
     def service(module: Any, name: str) -> Any:
         return module.DESCRIPTOR.services_by_name[name]
 
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
         guarded(TaskServicer(engine), service(task_service_pb2, "TaskService"), is_stopping),
-        server,
+        registry,
     )
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
         guarded(WorkerServicer(engine), service(worker_service_pb2, "WorkerService"), is_stopping),
-        server,
+        registry,
     )
     scheduler = CronScheduler(ScheduleBook(engine.broker), engine.notify_written)
     schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
@@ -86,10 +111,10 @@ async def serve(config: ServeConfig) -> None:
             service(schedule_service_pb2, "ScheduleService"),
             is_stopping,
         ),
-        server,
+        registry,
     )
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, registry)
     reflection.enable_server_reflection(
         (
             *SERVICE_NAMES,
