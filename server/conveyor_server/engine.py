@@ -130,13 +130,14 @@ class Engine:
             return task
         # No await since the read: a finish committed from here on wakes this waiter.
         finished = self.waiters.for_task(task_id)
+        # The future is this call's alone, so a timer can end the wait by completing it
+        # (None: read the task as it is): cheaper than wait_for(shield(...)) on every call.
+        timer = asyncio.get_running_loop().call_later(wait, _complete, finished, None)
         try:
-            try:
-                final = await asyncio.wait_for(asyncio.shield(finished), wait)
-            except TimeoutError:
-                final = None
+            final = await finished
             return final if final is not None else self.broker.get_task(task_id)
         finally:
+            timer.cancel()
             finished.cancel()
 
     async def cancel(self, task_id: str) -> Task:
@@ -207,25 +208,24 @@ class Engine:
         return batch.tasks
 
     async def _park(self, ready: LeaseWait, timeout: float) -> list[Task] | None:
-        """Wait for a wake-up (None: look again) or tasks an Enqueue handed over."""
+        """Wait for a wake-up (None: look again) or tasks an Enqueue handed over.
+
+        The wait ends by a timer completing `ready` with _TIMED_OUT. Whatever
+        completes it first wins: a hand-over that finds it done (timed out or
+        cancelled with the caller) gives its task back (Engine._hand_over).
+        """
         self.waiters.allow_claim(ready)
+        timer = asyncio.get_running_loop().call_later(timeout, _complete, ready, _TIMED_OUT)
         try:
-            handed = await asyncio.wait_for(asyncio.shield(ready), timeout)
-        except TimeoutError:
-            handed = _handed_over(ready)  # a hand-over that landed as the wait ran out
-            if not handed:
-                raise _WaitOver from None
+            handed = await ready
         except asyncio.CancelledError:
+            # Cancelled after a hand-over completed `ready` but before this resumed.
             self._give_back(_handed_over(ready))
             raise
-        current = asyncio.current_task()
-        if handed and current is not None and current.cancelling():
-            # wait_for returns a result that landed together with the cancellation:
-            # the caller is gone all the same, so the tasks go back.
-            self._give_back(handed)
-            raise asyncio.CancelledError
-        if handed is None and self.is_stopping:  # released by shutdown: an empty answer
-            raise _WaitOver
+        finally:
+            timer.cancel()
+        if handed is _TIMED_OUT or (handed is None and self.is_stopping):
+            raise _WaitOver  # the wait ran out, or shutdown released it: an empty answer
         return handed
 
     def _give_back(self, handed: list[Task] | None) -> None:
@@ -233,17 +233,20 @@ class Engine:
         if handed:
             self.release_soon([LeaseRef(t.id, t.lease_token) for t in handed])
 
-    async def extend(self, extensions: Sequence[Extension]) -> list[ItemOutcome]:
-        return await settle(self.broker.extend(extensions), self._after_items)
+    # Outcome writes return the settled future itself (awaitable like a coroutine), so a
+    # StreamWork session can take the outcomes in a callback instead of a task per request.
 
-    async def ack(self, acks: Sequence[Ack]) -> list[ItemOutcome]:
-        return await settle(self.broker.ack(acks), self._after_items)
+    def extend(self, extensions: Sequence[Extension]) -> asyncio.Future[list[ItemOutcome]]:
+        return settle(self.broker.extend(extensions), self._after_items)
 
-    async def fail(self, failures: Sequence[Failure]) -> list[ItemOutcome]:
-        return await settle(self.broker.fail(failures), self._after_items)
+    def ack(self, acks: Sequence[Ack]) -> asyncio.Future[list[ItemOutcome]]:
+        return settle(self.broker.ack(acks), self._after_items)
 
-    async def release(self, leases: Sequence[LeaseRef]) -> list[ItemOutcome]:
-        return await settle(self.broker.release(leases), self._after_items)
+    def fail(self, failures: Sequence[Failure]) -> asyncio.Future[list[ItemOutcome]]:
+        return settle(self.broker.fail(failures), self._after_items)
+
+    def release(self, leases: Sequence[LeaseRef]) -> asyncio.Future[list[ItemOutcome]]:
+        return settle(self.broker.release(leases), self._after_items)
 
     def _release_orphans(self, leasing: asyncio.Future[LeaseBatch]) -> None:
         if leasing.cancelled() or leasing.exception() is not None:
@@ -305,6 +308,16 @@ class Engine:
             self.waiters.notify_finished(outcome.finished)
             for task in outcome.finished:
                 _log_final(task)
+
+
+#: What a parked Lease's future holds when its wait ran out (no Enqueue hands over an
+#: empty list: a hand-over is one task, a wake-up None).
+_TIMED_OUT: list[Task] = []
+
+
+def _complete(future: asyncio.Future[Any], value: object) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _handed_over(ready: LeaseWait) -> list[Task] | None:

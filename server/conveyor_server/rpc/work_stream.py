@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+import functools
+from collections.abc import AsyncIterator
+from typing import Any
 
 from conveyor.v1.worker_service_pb2 import StreamWorkRequest, StreamWorkResponse
 from conveyor_server.codec import fill_leased_task
@@ -52,7 +54,7 @@ class WorkStream:
         self._credits = 0
         self._has_credits = asyncio.Event()
         self._outbox: asyncio.Queue[StreamWorkResponse | BaseException | None] = asyncio.Queue()
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Future[list[ItemOutcome]]] = set()
         self._held: StreamWorkResponse | None = None  # outcomes waiting for tasks to ride on
         self._flush_timer: asyncio.TimerHandle | None = None
 
@@ -72,9 +74,10 @@ class WorkStream:
         finally:
             if self._flush_timer is not None:
                 self._flush_timer.cancel()
-            for task in (reader, leaser, *self._pending):
-                task.cancel()
-            await asyncio.gather(reader, leaser, *self._pending, return_exceptions=True)
+            pending: list[asyncio.Future[Any]] = [reader, leaser, *self._pending]
+            for future in pending:
+                future.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             self._release_unsent()
 
     def _release_unsent(self) -> None:
@@ -106,35 +109,34 @@ class WorkStream:
     def _apply(self, request: StreamWorkRequest) -> None:
         engine = self._engine
         if request.acks:
-            self._spawn(self._report(engine.ack(convert.acks_from_pb(request.acks)), "ack"))
+            self._watch(engine.ack(convert.acks_from_pb(request.acks)), "ack")
         if request.failures:
-            failures = convert.failures_from_pb(request.failures)
-            self._spawn(self._report(engine.fail(failures), "fail"))
+            self._watch(engine.fail(convert.failures_from_pb(request.failures)), "fail")
         if request.releases:
             leases = [convert.lease_ref_from_pb(ref) for ref in request.releases]
-            self._spawn(self._report(engine.release(leases), "release"))
+            self._watch(engine.release(leases), "release")
         if request.extensions:
-            extensions = convert.extensions_from_pb(request.extensions)
-            self._spawn(self._report(engine.extend(extensions), "extend"))
+            self._watch(engine.extend(convert.extensions_from_pb(request.extensions)), "extend")
         # Credits last: the outcome writes above are queued first, so the leaser's next
         # lease commits after them and a worker never holds more tasks than it has slots.
         if request.credits:
             self._credits = min(self._credits + request.credits, MAX_UNUSED_CREDITS)
             self._has_credits.set()
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    def _watch(self, writing: asyncio.Future[list[ItemOutcome]], kind: str) -> None:
+        """Report the write's outcomes when it commits (a callback: no task per request)."""
+        self._pending.add(writing)
+        writing.add_done_callback(functools.partial(self._report, kind))
 
-    async def _report(self, writing: Awaitable[list[ItemOutcome]], kind: str) -> None:
-        try:
-            outcomes = await writing
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # e.g. the store is full: end the stream with it
-            self._outbox.put_nowait(exc)
+    def _report(self, kind: str, writing: asyncio.Future[list[ItemOutcome]]) -> None:
+        self._pending.discard(writing)
+        if writing.cancelled():
             return
+        error = writing.exception()
+        if error is not None:  # e.g. the store is full: end the stream with it
+            self._outbox.put_nowait(error)
+            return
+        outcomes = writing.result()
         if kind == "extend":
             response = StreamWorkResponse()
             response.extension_results.extend(
