@@ -50,8 +50,11 @@ def seconds(value: Seconds | None) -> float | None:
 def _duration(value: Seconds) -> duration_pb2.Duration:
     total = seconds(value)
     assert total is not None
-    whole = int(total)
-    return duration_pb2.Duration(seconds=whole, nanos=round((total - whole) * 1e9))
+    # Round once, in nanoseconds, then split: rounding the fraction alone turned
+    # 0.9999999999 s into nanos=10**9, which is not a valid Duration.
+    whole, nanos = divmod(abs(round(total * 1e9)), 1_000_000_000)
+    sign = -1 if total < 0 else 1
+    return duration_pb2.Duration(seconds=sign * whole, nanos=sign * nanos)
 
 
 def duration(value: Seconds) -> duration_pb2.Duration:
