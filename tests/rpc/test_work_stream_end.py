@@ -74,3 +74,31 @@ def test_ack_outcomes_ride_on_the_next_message_of_tasks():
     assert [o.task_id for o in second.ack_outcomes] == [first.tasks[0].id]
     assert len(second.tasks) == 1 and second.tasks[0].id != first.tasks[0].id
     assert rest == []
+
+
+def test_an_ack_sent_just_before_the_half_close_is_committed_and_answered():
+    async def scenario() -> tuple[list[ws.StreamWorkResponse], TaskState]:
+        engine = Engine(Broker(MemoryStore(), FakeClock()))
+        await engine.enqueue(TaskSpec(kind="k", queue="q"), False)
+        opening = ws.StreamWorkRequest(open=ws.StreamWorkOpen(queues=["q"]), credits=1)
+        first_tasks: asyncio.Queue[ws.StreamWorkResponse] = asyncio.Queue()
+
+        async def ack_then_half_close():
+            first = await first_tasks.get()
+            (task,) = first.tasks
+            ack = ws.AckItem(lease=ws.LeaseRef(task_id=task.id, lease_token=task.lease_token))
+            yield ws.StreamWorkRequest(acks=[ack])  # the last request: no turn in between
+
+        stream = WorkStream(engine, opening)
+        responses = []
+        async for response in stream.run(opening, ack_then_half_close()):
+            responses.append(response)
+            if response.tasks:
+                first_tasks.put_nowait(response)
+        task_id = responses[0].tasks[0].id
+        return responses, engine.get_task(task_id).state
+
+    responses, state = asyncio.run(scenario())
+    assert state is TaskState.SUCCEEDED
+    outcomes = [o for r in responses for o in r.ack_outcomes]
+    assert [(o.task_id, o.code) for o in outcomes] == [(responses[0].tasks[0].id, 0)], responses

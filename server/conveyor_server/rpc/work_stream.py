@@ -55,6 +55,7 @@ class WorkStream:
         self._has_credits = asyncio.Event()
         self._outbox: asyncio.Queue[StreamWorkResponse | BaseException | None] = asyncio.Queue()
         self._pending: set[asyncio.Future[list[ItemOutcome]]] = set()
+        self._unwritten: list[StreamWorkRequest] = []  # read; outcome writes not yet issued
         self._held: StreamWorkResponse | None = None  # outcomes waiting for tasks to ride on
         self._flush_timer: asyncio.TimerHandle | None = None
 
@@ -97,6 +98,7 @@ class WorkStream:
             self._apply(opening)
             async for request in requests:
                 self._apply(request)
+            self._write_unwritten()
             if self._pending:  # the worker half-closed: send the last outcomes, then end
                 await asyncio.gather(*self._pending, return_exceptions=True)
             self._flush_held()
@@ -107,6 +109,30 @@ class WorkStream:
             self._outbox.put_nowait(exc)
 
     def _apply(self, request: StreamWorkRequest) -> None:
+        # The outcome writes go out on the next loop turn, the credits now. That orders
+        # the turns as: writes (queued first), then the leaser woken by the credits, whose
+        # lease is queued after them (a worker never holds more tasks than it has slots)
+        # and before the turn's commit, so one commit carries both. Written at once, the
+        # commit was scheduled ahead of the leaser (two per message) and the reader took
+        # fewer messages per commit: SDK drain 12.5-13.3k -> 8.8-10.4k tasks/s.
+        if request.acks or request.failures or request.releases or request.extensions:
+            if not self._unwritten:
+                asyncio.get_running_loop().call_soon(self._write_unwritten)
+            self._unwritten.append(request)
+        if request.credits:
+            self._credits = min(self._credits + request.credits, MAX_UNUSED_CREDITS)
+            self._has_credits.set()
+
+    def _write_unwritten(self) -> None:
+        """Issue the outcome writes of the requests read so far (idempotent)."""
+        unwritten, self._unwritten = self._unwritten, []
+        try:
+            for request in unwritten:
+                self._write_outcomes(request)
+        except Exception as exc:  # e.g. a malformed ack: end the stream with it
+            self._outbox.put_nowait(exc)
+
+    def _write_outcomes(self, request: StreamWorkRequest) -> None:
         engine = self._engine
         if request.acks:
             self._watch(engine.ack(convert.acks_from_pb(request.acks)), "ack")
@@ -117,11 +143,6 @@ class WorkStream:
             self._watch(engine.release(leases), "release")
         if request.extensions:
             self._watch(engine.extend(convert.extensions_from_pb(request.extensions)), "extend")
-        # Credits last: the outcome writes above are queued first, so the leaser's next
-        # lease commits after them and a worker never holds more tasks than it has slots.
-        if request.credits:
-            self._credits = min(self._credits + request.credits, MAX_UNUSED_CREDITS)
-            self._has_credits.set()
 
     def _watch(self, writing: asyncio.Future[list[ItemOutcome]], kind: str) -> None:
         """Report the write's outcomes when it commits (a callback: no task per request)."""
