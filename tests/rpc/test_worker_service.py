@@ -58,11 +58,13 @@ def test_lease_takes_queues_in_the_order_named(stubs, queue):
 
 
 def test_lease_with_wait_returns_when_a_task_arrives(stubs, queue):
-    threading.Timer(0.3, lambda: enqueue(stubs, queue)).start()
+    producer = threading.Timer(0.3, lambda: enqueue(stubs, queue))
+    producer.start()
     started = time.monotonic()
     tasks = lease(stubs, queue, wait=seconds(10))
     assert len(tasks) == 1
     assert time.monotonic() - started < 5
+    producer.join(10)  # its Enqueue may answer after the Lease: not after the channel closes
 
 
 def test_lease_wait_ends_empty_not_with_an_error(stubs, queue):
