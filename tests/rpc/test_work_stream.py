@@ -8,9 +8,10 @@ import time
 from collections.abc import Iterator
 
 import grpc
+import pytest
 
 from conveyor.v1 import task_pb2, task_service_pb2, worker_service_pb2
-from tests.rpc.helpers import enqueue, ref, seconds
+from tests.rpc.helpers import connect, enqueue, ref, seconds
 
 WS = worker_service_pb2
 _END = object()
@@ -183,3 +184,19 @@ def test_a_waiting_stream_gets_a_new_task_in_the_enqueue_commit(stubs, queue):
     assert stream.next().ack_outcomes[0].task_id == created.id
     assert get(stubs, created.id).state == task_pb2.TASK_STATE_SUCCEEDED
     stream.close()
+
+
+def test_a_waiting_stream_ends_unavailable_when_the_broker_shuts_down(broker_factory):
+    broker = broker_factory()
+    stream = Stream(
+        connect(broker.address),
+        WS.StreamWorkRequest(open=WS.StreamWorkOpen(queues=["idle"]), credits=4),
+    )
+    time.sleep(0.3)  # the stream is open and its leaser parked
+    assert broker.process is not None
+    broker.process.terminate()
+    with pytest.raises(grpc.RpcError) as info:
+        stream.next()
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+    assert "shutting down" in (info.value.details() or "")
+    assert broker.process.wait(10) == 0

@@ -7,7 +7,9 @@ import asyncio
 from conveyor.v1 import worker_service_pb2 as ws
 from conveyor_server.core.broker import Broker
 from conveyor_server.core.clock import FakeClock
+from conveyor_server.core.errors import ShuttingDown
 from conveyor_server.core.model import TaskSpec, TaskState
+from conveyor_server.core.settings import BrokerSettings
 from conveyor_server.engine import Engine
 from conveyor_server.rpc.work_stream import WorkStream
 from conveyor_server.store.memory import MemoryStore
@@ -102,3 +104,62 @@ def test_an_ack_sent_just_before_the_half_close_is_committed_and_answered():
     assert state is TaskState.SUCCEEDED
     outcomes = [o for r in responses for o in r.ack_outcomes]
     assert [(o.task_id, o.code) for o in outcomes] == [(responses[0].tasks[0].id, 0)], responses
+
+
+def _stream_session(engine: Engine, credits: int):
+    """A WorkStream with a request queue: put requests in, read responses (None ends input)."""
+    opening = ws.StreamWorkRequest(open=ws.StreamWorkOpen(queues=["q"]), credits=credits)
+    requests: asyncio.Queue[ws.StreamWorkRequest | None] = asyncio.Queue()
+
+    async def worker_requests():
+        while (request := await requests.get()) is not None:
+            yield request
+
+    return requests, WorkStream(engine, opening).run(opening, worker_requests())
+
+
+def _ack(task) -> ws.AckItem:
+    return ws.AckItem(lease=ws.LeaseRef(task_id=task.id, lease_token=task.lease_token))
+
+
+def test_more_acks_in_one_message_than_a_call_takes_are_all_applied():
+    async def scenario() -> tuple[list[int], list[TaskState]]:
+        settings = BrokerSettings(max_batch=3)
+        engine = Engine(Broker(MemoryStore(), FakeClock(), settings))
+        for _ in range(7):
+            await engine.enqueue(TaskSpec(kind="k", queue="q"), False)
+        requests, responses = _stream_session(engine, credits=7)
+        tasks = []
+        while len(tasks) < 7:
+            tasks += (await asyncio.wait_for(anext(responses), 5)).tasks
+        requests.put_nowait(ws.StreamWorkRequest(acks=[_ack(t) for t in tasks]))
+        requests.put_nowait(None)
+        codes = [o.code for r in [r async for r in responses] for o in r.ack_outcomes]
+        return codes, [engine.get_task(t.id).state for t in tasks]
+
+    codes, states = asyncio.run(scenario())
+    assert codes == [0] * 7  # not INVALID_ARGUMENT for the message: 3 + 3 + 1 per write
+    assert states == [TaskState.SUCCEEDED] * 7
+
+
+def test_shutdown_ends_a_waiting_stream_unavailable_after_its_held_outcomes():
+    async def scenario() -> tuple[list[ws.StreamWorkResponse], BaseException | None, str]:
+        engine = Engine(Broker(MemoryStore(), FakeClock()))
+        await engine.enqueue(TaskSpec(kind="k", queue="q"), False)
+        requests, responses = _stream_session(engine, credits=2)
+        (task,) = (await asyncio.wait_for(anext(responses), 5)).tasks
+        requests.put_nowait(ws.StreamWorkRequest(acks=[_ack(task)]))
+        for _ in range(10):  # the ack commits; its outcome is held for a message of tasks
+            await asyncio.sleep(0)
+        await engine.stop()
+        received, ended_with = [], None
+        try:
+            async for response in responses:
+                received.append(response)
+        except ShuttingDown as exc:
+            ended_with = exc
+        return received, ended_with, task.id
+
+    received, ended_with, task_id = asyncio.run(scenario())
+    assert isinstance(ended_with, ShuttingDown)  # guarded() maps it to UNAVAILABLE
+    assert [(o.task_id, o.code) for r in received for o in r.ack_outcomes] == [(task_id, 0)]

@@ -628,19 +628,25 @@ class StreamWorkResponse(_message.Message):
 
     @_builtins.property
     def ack_outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemOutcome]:
-        """One outcome per ack of one request, in order."""
+        """One outcome per item of `acks`, in commit order; one response may
+        carry the outcomes of several requests.
+        """
 
     @_builtins.property
     def fail_outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemOutcome]:
-        """One outcome per failure of one request, in order."""
+        """One outcome per item of `failures`, in commit order; one response may
+        carry the outcomes of several requests.
+        """
 
     @_builtins.property
     def release_outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemOutcome]:
-        """One outcome per release of one request, in order."""
+        """One outcome per item of `releases`, in commit order; one response may
+        carry the outcomes of several requests.
+        """
 
     @_builtins.property
     def extension_results(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseExtensionResult]:
-        """One result per extension of one request, in order."""
+        """One result per item of `extensions`, in commit order."""
 
     def __init__(
         self,

@@ -162,10 +162,13 @@ class WorkerServiceServicer:
         and releases wait up to 20 ms to ride with tasks). Tasks pushed on a
         stream are ordinary leases with fencing tokens: if the stream breaks, they
         run again once their leases run out. The unary calls above remain for
-        simple clients; both paths can be mixed.
-        Errors (they end the stream): INVALID_ARGUMENT (the first request has no
-        `open`, or `open` is malformed), RESOURCE_EXHAUSTED (too many waiting
-        calls), UNAVAILABLE (the broker is shutting down).
+        simple clients; both paths can be mixed. A request may carry more items
+        than one unary call takes (max 1000): they are applied 1000 at a time.
+        Errors (they end the stream, after the outcomes already committed):
+        INVALID_ARGUMENT (the first request has no `open`, `open` is malformed,
+        or an item is), RESOURCE_EXHAUSTED (too many waiting calls, or the store
+        is full), UNAVAILABLE (the broker is shutting down; reconnect elsewhere
+        or later), UNAUTHENTICATED (token auth is on and the token is wrong).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -17,7 +17,6 @@ half-closes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 from conveyor.v1.worker_service_pb2 import StreamWorkRequest, StreamWorkResponse
 from conveyor_server.codec import fill_leased_task
 from conveyor_server.core import validation
-from conveyor_server.core.errors import InvalidArgument
+from conveyor_server.core.errors import InvalidArgument, ShuttingDown
 from conveyor_server.core.model import ItemOutcome, LeaseRef
 from conveyor_server.engine import Engine
 from conveyor_server.rpc import convert
@@ -106,7 +105,7 @@ class WorkStream:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # reported by run(), which ends the stream with it
-            self._outbox.put_nowait(exc)
+            self._end_with(exc)
 
     def _apply(self, request: StreamWorkRequest) -> None:
         # The outcome writes go out on the next loop turn, the credits now. That orders
@@ -130,19 +129,25 @@ class WorkStream:
             for request in unwritten:
                 self._write_outcomes(request)
         except Exception as exc:  # e.g. a malformed ack: end the stream with it
-            self._outbox.put_nowait(exc)
+            self._end_with(exc)
 
     def _write_outcomes(self, request: StreamWorkRequest) -> None:
+        """One engine write per kind and per `max_batch` items: a stream has no per-message
+        limit (a worker may answer more leases than one call takes, e.g. on reconnect)."""
         engine = self._engine
-        if request.acks:
-            self._watch(engine.ack(convert.acks_from_pb(request.acks)), "ack")
-        if request.failures:
-            self._watch(engine.fail(convert.failures_from_pb(request.failures)), "fail")
-        if request.releases:
-            leases = [convert.lease_ref_from_pb(ref) for ref in request.releases]
-            self._watch(engine.release(leases), "release")
-        if request.extensions:
-            self._watch(engine.extend(convert.extensions_from_pb(request.extensions)), "extend")
+        size = engine.settings.max_batch
+        for start in range(0, len(request.acks), size):
+            acks = convert.acks_from_pb(request.acks[start : start + size])
+            self._watch(engine.ack(acks), "ack")
+        for start in range(0, len(request.failures), size):
+            failures = convert.failures_from_pb(request.failures[start : start + size])
+            self._watch(engine.fail(failures), "fail")
+        for start in range(0, len(request.releases), size):
+            refs = request.releases[start : start + size]
+            self._watch(engine.release([convert.lease_ref_from_pb(r) for r in refs]), "release")
+        for start in range(0, len(request.extensions), size):
+            extensions = convert.extensions_from_pb(request.extensions[start : start + size])
+            self._watch(engine.extend(extensions), "extend")
 
     def _watch(self, writing: asyncio.Future[list[ItemOutcome]], kind: str) -> None:
         """Report the write's outcomes when it commits (a callback: no task per request)."""
@@ -155,11 +160,11 @@ class WorkStream:
             return
         error = writing.exception()
         if error is not None:  # e.g. the store is full: end the stream with it
-            self._outbox.put_nowait(error)
+            self._end_with(error)
             return
         outcomes = writing.result()
-        if kind == "extend":
-            response = StreamWorkResponse()
+        if kind == "extend":  # carries cancel requests: leaves now, with what is held
+            response = self._take_held()
             response.extension_results.extend(
                 convert.extend_results_to_pb(outcomes, is_unary=False)
             )
@@ -184,6 +189,11 @@ class WorkStream:
         if self._held is not None:
             self._outbox.put_nowait(self._take_held())
 
+    def _end_with(self, error: BaseException) -> None:
+        """End the stream with `error`, after the outcomes already committed and held."""
+        self._flush_held()
+        self._outbox.put_nowait(error)
+
     async def _lease_forever(self) -> None:
         engine = self._engine
         try:
@@ -206,11 +216,10 @@ class WorkStream:
                     for task in tasks:
                         fill_leased_task(add(), task)
                     self._outbox.put_nowait(response)
-                elif engine.is_stopping:
-                    self._outbox.put_nowait(None)
+                elif engine.is_stopping:  # released by shutdown: the worker should reconnect
+                    self._end_with(ShuttingDown("the broker is shutting down"))
                     return
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            with contextlib.suppress(Exception):
-                self._outbox.put_nowait(exc)
+            self._end_with(exc)
