@@ -136,6 +136,29 @@ def test_unknown_kind_is_failed_with_a_clear_error(shared_broker, client, run_wo
     assert info.value.task.state is TaskState.DEAD
 
 
+@pytest.mark.parametrize("transport", ["stream", "unary"])
+def test_a_burst_of_unknown_kinds_larger_than_the_stack_is_failed_and_work_goes_on(
+    shared_broker, client, run_worker, transport
+):
+    # Tasks that end without running finish synchronously; each freed slot must not start
+    # the next one inside the previous call (hundreds deep, that was a RecursionError).
+    queue = f"o-burst-{transport}"
+    worker = make_worker(shared_broker, queue, concurrency=600, transport=transport)
+
+    @worker.handler("known")
+    def known(payload, ctx):
+        return "ran"
+
+    unknown = client.enqueue_many([("mystery.kind", None)] * 500, queue=queue, max_attempts=1)
+    with run_worker(worker):
+        for task in unknown[::50]:
+            with pytest.raises(TaskFailed):
+                client.result(task.id, timeout=15)
+        assert client.result(client.enqueue("known", None, queue=queue).id, timeout=15) == "ran"
+    states = {client.get_task(t.id).state for t in unknown}
+    assert states == {TaskState.DEAD}
+
+
 def test_cancel_reaches_a_running_sync_handler(shared_broker, client, run_worker):
     worker = make_worker(shared_broker, "o-cancel", heartbeat=timedelta(milliseconds=200))
     started, saw_cancel = threading.Event(), threading.Event()

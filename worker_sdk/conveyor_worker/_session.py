@@ -51,6 +51,7 @@ class Session:
         self.buffer: deque[Task] = deque()
         self.runs: dict[str, HandlerRun] = {}
         self.busy = 0  # slots taken, including threads still running after a timeout
+        self._is_dispatching = False
         self._idle = asyncio.Event()
         self.loop = asyncio.get_running_loop()
         self.is_stopping = False
@@ -97,11 +98,20 @@ class Session:
         self.dispatch()
 
     def dispatch(self) -> None:
-        buffer = self.buffer
-        concurrency = self.w.concurrency
-        while buffer and self.busy < concurrency:
-            self.busy += 1
-            self._start(buffer.popleft())
+        """Start buffered tasks while slots are free. Not re-entered: a task that ends
+        without running (unknown kind, bad payload) frees its slot inside `_start`, and
+        the loop below takes the next one instead of a nested call per task."""
+        if self._is_dispatching:
+            return
+        self._is_dispatching = True
+        try:
+            buffer = self.buffer
+            concurrency = self.w.concurrency
+            while buffer and self.busy < concurrency:
+                self.busy += 1
+                self._start(buffer.popleft())
+        finally:
+            self._is_dispatching = False
 
     def take_unstarted(self) -> list[Task]:
         """Empty the buffer (shutdown): its tasks never started, so they are released."""
