@@ -15,9 +15,11 @@ from conveyor_server.core.model import RetryPolicy, Task, TaskState
 
 
 def set_time(target: timestamp_pb2.Timestamp, seconds: float) -> None:
-    whole = int(seconds)  # times are after 1970, so int() is floor
+    # Rounded to whole microseconds, the precision clients read times in (datetime):
+    # truncating made a time one microsecond early whenever its float fell just short.
+    whole, micros = divmod(round(seconds * 1e6), 1_000_000)  # floor: times are after 1970
     target.seconds = whole
-    target.nanos = int((seconds - whole) * 1e9)
+    target.nanos = micros * 1000
 
 
 def get_time(source: timestamp_pb2.Timestamp) -> float:
@@ -25,9 +27,7 @@ def get_time(source: timestamp_pb2.Timestamp) -> float:
 
 
 def set_duration(target: duration_pb2.Duration, seconds: float) -> None:
-    whole = int(seconds)
-    target.seconds = whole
-    target.nanos = int((seconds - whole) * 1e9)
+    target.FromNanoseconds(round(seconds * 1e9))  # rounded: int() made 2.3 s 2.299999999
 
 
 def get_duration(source: duration_pb2.Duration) -> float:

@@ -114,11 +114,15 @@ class CronScheduler:
             log.info("dropped %d tick(s) missed while down", outcome.misfires_skipped)
 
     # -- operations (each one store write, then a poke) ------------------------
+    # The poke rides on the write (settle's `then`): it must happen even if the RPC that
+    # asked for the change is cancelled after the commit, or the loop sleeps on until
+    # something else wakes it.
+
+    def _poke_after(self, _: object) -> None:
+        self.poke()
 
     async def create(self, schedule: Schedule, upsert: bool) -> tuple[Schedule, bool]:
-        result = await settle(self.book.create(schedule, upsert=upsert))
-        self.poke()
-        return result
+        return await settle(self.book.create(schedule, upsert=upsert), self._poke_after)
 
     def get(self, name: str) -> Schedule:
         return self.book.get(name)
@@ -127,30 +131,19 @@ class CronScheduler:
         return self.book.list(source)
 
     async def update(self, schedule: Schedule, fields: Sequence[str] | None) -> Schedule:
-        result = await settle(self.book.update(schedule, fields))
-        self.poke()
-        return result
+        return await settle(self.book.update(schedule, fields), self._poke_after)
 
     async def delete(self, name: str) -> None:
-        await settle(self.book.delete(name))
-        self.poke()
+        await settle(self.book.delete(name), self._poke_after)
 
     async def pause(self, name: str) -> Schedule:
-        result = await settle(self.book.pause(name))
-        self.poke()
-        return result
+        return await settle(self.book.pause(name), self._poke_after)
 
     async def resume(self, name: str) -> Schedule:
-        result = await settle(self.book.resume(name))
-        self.poke()
-        return result
+        return await settle(self.book.resume(name), self._poke_after)
 
     async def trigger(self, name: str) -> TriggerOutcome:
-        outcome = await settle(self.book.trigger(name))
-        self._on_tasks([outcome.task])
-        return outcome
+        return await settle(self.book.trigger(name), lambda fired: self._on_tasks([fired.task]))
 
     async def reconcile(self, declared: Sequence[Schedule]) -> ReconcileOutcome:
-        outcome = await settle(self.book.reconcile(declared))
-        self.poke()
-        return outcome
+        return await settle(self.book.reconcile(declared), self._poke_after)

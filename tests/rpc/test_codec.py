@@ -82,3 +82,26 @@ def test_set_time_keeps_microseconds():
     ts = task_pb2.Task().created_at
     set_time(ts, NOW)
     assert abs(ts.seconds + ts.nanos / 1e9 - NOW) < 1e-6
+
+
+def test_times_and_durations_round_to_what_they_stand_for():
+    from datetime import timedelta
+
+    from google.protobuf import duration_pb2, timestamp_pb2
+
+    from conveyor_server.codec import set_duration, set_time
+
+    duration = duration_pb2.Duration()
+    set_duration(duration, 2.3)
+    assert (duration.seconds, duration.nanos) == (2, 300_000_000)  # not 2.299999999
+    set_duration(duration, 90.1)
+    assert duration.ToTimedelta() == timedelta(seconds=90, microseconds=100_000)
+    set_duration(duration, 0.9999999999)
+    assert (duration.seconds, duration.nanos) == (1, 0)
+    stamp = timestamp_pb2.Timestamp()
+    wrong = 0
+    for micros in range(1000):  # microsecond-precise times, as the store keeps them
+        seconds = 1_790_000_000 + (micros * 1_003 % 1_000_000) / 1e6
+        set_time(stamp, seconds)
+        wrong += stamp.nanos != round(seconds % 1 * 1e6) * 1000
+    assert wrong == 0

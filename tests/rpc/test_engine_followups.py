@@ -99,3 +99,41 @@ def test_a_full_waiter_pool_does_not_refuse_calls_that_need_no_wait():
         await asyncio.gather(parked, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_schedule_changes_and_triggers_take_effect_even_when_their_caller_is_gone():
+    from conveyor_server.core.schedule_book import ScheduleBook
+    from conveyor_server.core.schedules import Schedule, TaskTemplate
+    from conveyor_server.scheduler import CronScheduler
+
+    async def scenario() -> tuple[int, list[str]]:
+        store = GatedStore()
+        handed: list[str] = []
+        scheduler = CronScheduler(
+            ScheduleBook(Broker(store, FakeClock())), lambda ts: handed.extend(t.id for t in ts)
+        )
+        pokes = 0
+
+        def count_poke() -> None:
+            nonlocal pokes
+            pokes += 1
+
+        scheduler.poke = count_poke  # type: ignore[method-assign]
+        template = TaskTemplate(kind="job", queue="q")
+        schedule = Schedule(name="s", template=template, cron="* * * * *")
+        for call in (
+            lambda: scheduler.create(schedule, False),
+            lambda: scheduler.trigger("s"),
+        ):
+            store.is_gated = True
+            calling = asyncio.ensure_future(call())
+            await _turns()
+            calling.cancel()  # the RPC went away; its write is queued and then commits
+            await _turns()
+            store.open_gate()
+            await _turns()
+        return pokes, handed
+
+    pokes, handed = asyncio.run(scenario())
+    assert pokes == 1  # the new schedule woke the loop, which would otherwise sleep on
+    assert len(handed) == 1  # the triggered task reached the engine (waking its Leases)
