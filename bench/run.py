@@ -86,6 +86,9 @@ def run(args: Any) -> int:
         drain_processes=args.drain_processes,
         drain_transport=args.drain_transport,
     )
+    if args.profile and _timing.py_spy_path() is None:
+        print("conveyor bench: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
+        return 2
     started = time.monotonic()
     rows: list[dict[str, object]] = []
     extras: dict[str, float] = {}

@@ -34,7 +34,6 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
         assert row["label"] in result.stdout, (row["label"], result.stdout)
     for name in ("roundtrip", *floor_rows):
         assert rows[name]["p50_ms"] > 0 and rows[name]["p99_ms"] > 0, (name, rows[name])
-        assert rows[name]["worker_cpu_s"] is not None, (name, rows[name])
     assert rows["drain"]["worker_cpu_s"] > 0
     depth = figures["depth"]
     assert depth["depth_tasks"] > 0 and depth["restart_s"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +80,12 @@ async def run_loops(
     return moved
 
 
+def py_spy_path() -> str | None:
+    """py-spy beside this interpreter (a venv's), else on PATH; None if not installed."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
 @contextmanager
 def _profiled(broker_pid: int, scenario: str) -> Iterator[None]:
     """py-spy on the broker, if asked for: raw collapsed stacks per thread, only samples
@@ -87,7 +94,8 @@ def _profiled(broker_pid: int, scenario: str) -> Iterator[None]:
         yield
         return
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
-    py_spy = Path(sys.executable).with_name("py-spy")
+    py_spy = py_spy_path()
+    assert py_spy is not None, "run() checks for py-spy before any scenario"
     out = PROFILE_DIR / f"{scenario}.txt"
     command = [str(py_spy), "record", "-p", str(broker_pid), "-f", "raw", "-o", str(out)]
     spy = subprocess.Popen(

@@ -165,11 +165,13 @@ def test_get_result_waits_until_the_task_finishes(stubs, queue):
         )
         stubs.workers.Ack(worker_service_pb2.AckRequest(acks=[item]))
 
-    threading.Thread(target=ack_later).start()
+    acker = threading.Thread(target=ack_later)
+    acker.start()
     started = time.monotonic()
     response = stubs.tasks.GetResult(
         task_service_pb2.GetResultRequest(task_id=task.id, wait=seconds(10))
     )
+    acker.join(10)  # its Ack may answer after GetResult: not after the channel closes
     assert response.is_final
     assert response.task.state == task_pb2.TASK_STATE_SUCCEEDED
     assert response.task.result.data == b"42"

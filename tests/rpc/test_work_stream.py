@@ -99,10 +99,12 @@ def test_acks_on_the_stream_finish_tasks_and_report_outcomes(stubs, queue):
 def test_stream_waits_for_tasks_and_pushes_them_when_they_arrive(stubs, queue):
     stream = Stream(stubs, opening(queue))
     stream.send(credits=10)
-    threading.Timer(0.3, lambda: enqueue(stubs, queue)).start()
+    producer = threading.Timer(0.3, lambda: enqueue(stubs, queue))
+    producer.start()
     started = time.monotonic()
     [task] = stream.tasks(1)
     assert time.monotonic() - started < 5
+    producer.join(10)  # its Enqueue may answer after the push: not after the channel closes
     stream.send(releases=[ref(task)])
     released = again = None
     while released is None or again is None:

@@ -196,7 +196,9 @@ def test_each_task_gets_one_structured_log_line(shared_broker, client, run_worke
         deadline = time.monotonic() + 5
         while len(caplog.records) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-    records = {r.task_id: r for r in caplog.records if r.name == "conveyor.worker.task"}
+    task_records = [r for r in caplog.records if r.name == "conveyor.worker.task"]
+    assert Counter(r.task_id for r in task_records) == {good.id: 1, failing.id: 1}
+    records = {r.task_id: r for r in task_records}
     assert records[good.id].levelname == "INFO"
     assert records[good.id].outcome == "succeeded"
     assert records[good.id].kind == "logged.ok" and records[good.id].attempt == 1
