@@ -47,19 +47,14 @@ def seconds(value: Seconds | None) -> float | None:
     return float(value)
 
 
-def _duration(value: Seconds) -> duration_pb2.Duration:
+def duration(value: Seconds) -> duration_pb2.Duration:
+    """A protobuf Duration from a timedelta or seconds, rounded to whole nanoseconds
+    (rounding only the fraction turned 0.9999999999 s into an invalid nanos=10**9)."""
     total = seconds(value)
     assert total is not None
-    # Round once, in nanoseconds, then split: rounding the fraction alone turned
-    # 0.9999999999 s into nanos=10**9, which is not a valid Duration.
-    whole, nanos = divmod(abs(round(total * 1e9)), 1_000_000_000)
-    sign = -1 if total < 0 else 1
-    return duration_pb2.Duration(seconds=sign * whole, nanos=sign * nanos)
-
-
-def duration(value: Seconds) -> duration_pb2.Duration:
-    """A protobuf Duration from a timedelta or seconds."""
-    return _duration(value)
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(round(total * 1e9))
+    return out
 
 
 def to_timestamp(value: datetime, field: str) -> timestamp_pb2.Timestamp:
@@ -113,7 +108,7 @@ def spec_to_pb(spec: TaskSpec, serializer: Serializer) -> task_pb2.TaskSpec:
         unique_key=spec.unique_key or "",
     )
     if spec.delay is not None:
-        pb.delay.CopyFrom(_duration(spec.delay))
+        pb.delay.CopyFrom(duration(spec.delay))
     if spec.run_at is not None:
         pb.run_at.CopyFrom(to_timestamp(spec.run_at, "run_at"))
     if spec.deadline is not None:
@@ -121,15 +116,15 @@ def spec_to_pb(spec: TaskSpec, serializer: Serializer) -> task_pb2.TaskSpec:
     for name in ("lease_duration", "unique_window", "result_retention"):
         value = getattr(spec, name)
         if value is not None:
-            getattr(pb, name).CopyFrom(_duration(value))
+            getattr(pb, name).CopyFrom(duration(value))
     policy = spec.retry_policy
     if policy is not None:
         rp = pb.retry_policy
         rp.SetInParent()
         if policy.initial_backoff is not None:
-            rp.initial_backoff.CopyFrom(_duration(policy.initial_backoff))
+            rp.initial_backoff.CopyFrom(duration(policy.initial_backoff))
         if policy.max_backoff is not None:
-            rp.max_backoff.CopyFrom(_duration(policy.max_backoff))
+            rp.max_backoff.CopyFrom(duration(policy.max_backoff))
         rp.multiplier = policy.multiplier or 0.0
         rp.jitter = policy.jitter or 0.0
     return pb
@@ -313,9 +308,9 @@ def lease_request(
         queue_order=_queue_order(round_robin),
     )
     if lease_duration is not None:
-        request.lease_duration.CopyFrom(_duration(lease_duration))
+        request.lease_duration.CopyFrom(duration(lease_duration))
     if wait is not None:
-        request.wait.CopyFrom(_duration(wait))
+        request.wait.CopyFrom(duration(wait))
     return request
 
 
@@ -327,7 +322,7 @@ def extend_request(
         item = request.leases.add()
         item.lease.CopyFrom(lease_ref(lease))
         if lease_duration is not None:
-            item.lease_duration.CopyFrom(_duration(lease_duration))
+            item.lease_duration.CopyFrom(duration(lease_duration))
     return request
 
 
@@ -352,7 +347,7 @@ def fail_item(
         retryable=retryable,
     )
     if retry_delay is not None:
-        item.retry_delay.CopyFrom(_duration(max(seconds(retry_delay) or 0.0, 0.0)))
+        item.retry_delay.CopyFrom(duration(max(seconds(retry_delay) or 0.0, 0.0)))
     return item
 
 
@@ -401,7 +396,7 @@ def stream_open(
         queues=_queue_list(queues), worker_id=worker_id, queue_order=_queue_order(round_robin)
     )
     if lease_duration is not None:
-        spec.lease_duration.CopyFrom(_duration(lease_duration))
+        spec.lease_duration.CopyFrom(duration(lease_duration))
     return worker_service_pb2.StreamWorkRequest(open=spec, credits=max(credits, 0))
 
 
@@ -426,5 +421,5 @@ def enqueue_requests(
 def wait_request(task_id: str, wait: float) -> task_service_pb2.GetResultRequest:
     request = task_service_pb2.GetResultRequest(task_id=task_id)
     if wait > 0:
-        request.wait.CopyFrom(_duration(wait))
+        request.wait.CopyFrom(duration(wait))
     return request

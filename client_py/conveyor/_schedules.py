@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import field_mask_pb2
 
-from conveyor._convert import to_timestamp
+from conveyor._convert import _time, duration, to_timestamp
 from conveyor.errors import InvalidArgument
 from conveyor.v1 import schedule_service_pb2 as pb2
 
@@ -89,24 +89,13 @@ class Schedule:
     last_task_id: str
 
 
-def _duration(value: Seconds) -> duration_pb2.Duration:
-    total = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    out = duration_pb2.Duration()
-    out.FromNanoseconds(round(total * 1e9))
-    return out
-
-
-def _time(pb: Any, field: str) -> datetime | None:
-    return getattr(pb, field).ToDatetime(tzinfo=UTC) if pb.HasField(field) else None
-
-
 def schedule_message(client: Any, name: str, fields: dict[str, Any]) -> pb2.Schedule:
     """A Schedule message from keyword arguments (those not given stay unset)."""
     out = pb2.Schedule(name=name)
     if fields.get("cron") is not None:
         out.cron = fields["cron"]
     if fields.get("every") is not None:
-        out.interval.CopyFrom(_duration(fields["every"]))
+        out.interval.CopyFrom(duration(fields["every"]))
     if fields.get("timezone") is not None:
         out.timezone = fields["timezone"]
     if fields.get("misfire") is not None:
@@ -116,7 +105,7 @@ def schedule_message(client: Any, name: str, fields: dict[str, Any]) -> pb2.Sche
     if fields.get("overlap") is not None:
         out.overlap_policy = _OVERLAP_PB[OverlapPolicy(fields["overlap"])]
     if fields.get("jitter") is not None:
-        out.jitter.CopyFrom(_duration(fields["jitter"]))
+        out.jitter.CopyFrom(duration(fields["jitter"]))
     for key in ("start_at", "end_at"):
         if fields.get(key) is not None:
             getattr(out, key).CopyFrom(to_timestamp(fields[key], key))
@@ -130,7 +119,7 @@ def schedule_message(client: Any, name: str, fields: dict[str, Any]) -> pb2.Sche
     task.priority = fields.get("priority") or 0
     task.max_attempts = fields.get("max_attempts") or 0
     if fields.get("deadline") is not None:
-        task.deadline.CopyFrom(_duration(fields["deadline"]))
+        task.deadline.CopyFrom(duration(fields["deadline"]))
     return out
 
 
