@@ -103,3 +103,35 @@ def test_an_error_after_a_commit_is_logged_and_the_writer_lives_on(tmp_path: Pat
         assert len(calls) == 2
     finally:
         store.close()
+
+
+def test_nosync_flushes_to_disk_on_the_writer_thread_not_on_the_loop(tmp_path: Path):
+    store = LmdbStore(tmp_path, durable=False, initial_map_bytes=16 * MIB, inline_max=4)
+    env = store._env
+    flushed_on: list[str] = []
+
+    class RecordingEnv:
+        """The store's environment, noting which thread flushes it."""
+
+        def sync(self, force: bool = False) -> None:
+            flushed_on.append(threading.current_thread().name)
+            env.sync(force)
+
+        def __getattr__(self, name: str):
+            return getattr(env, name)
+
+    store._env = RecordingEnv()  # type: ignore[assignment]
+
+    async def scenario() -> list[str]:
+        first = await settle(store.write(_thread_name))  # small turn, no flush due: inline
+        store._last_flush -= 2.0  # a second has passed: this write's commit flushes
+        second = await settle(store.write(_thread_name))
+        return [first, second]
+
+    try:
+        committed_on = asyncio.run(scenario())
+    finally:
+        store._env = env
+        store.close()
+    assert committed_on == [threading.main_thread().name, "lmdb-writer"]
+    assert flushed_on == ["lmdb-writer"]

@@ -243,6 +243,7 @@ class LmdbStore:
             len(batch) <= self._inline_max
             and self._queued == 0  # nothing asked for earlier is still waiting to commit
             and not _has_other_work(self._inline_loop)
+            and not self._is_flush_due()  # a whole-file flush does not belong on the loop
             and self._write_lock.acquire(blocking=False)
         ):
             try:
@@ -406,9 +407,13 @@ class LmdbStore:
             self._is_accepting_growth = live < _GROWTH_LIMIT * self._max_bytes
         else:
             self._is_accepting_growth = True
-        if not self._durable and time.monotonic() - self._last_flush > 1.0:
+        if self._is_flush_due():
             self._env.sync(True)
             self._last_flush = time.monotonic()
+
+    def _is_flush_due(self) -> bool:
+        """nosync mode: the background flush to disk, about once a second, is due."""
+        return not self._durable and time.monotonic() - self._last_flush > 1.0
 
     def _live_bytes(self, page_size: int) -> int:
         """Bytes held by live pages of every database (freed pages are reused, not counted)."""
