@@ -86,6 +86,41 @@ def test_reconnects_after_a_broker_crash_and_finishes_every_task(broker, run_wor
     assert set(ran) == {t.id for t in tasks}  # every task ran; some twice (leases lost)
 
 
+def test_a_stream_broken_during_shutdown_still_carries_heartbeats_and_the_last_ack(
+    broker, run_worker
+):
+    """The broker restarts just as the worker begins its graceful stop: the handler still
+    running keeps its lease (heartbeats go on) and its ack lands (attempt 1, not rerun)."""
+    started = threading.Event()
+    worker = Worker(
+        broker.address,
+        queues=["st-grace"],
+        concurrency=1,
+        lease_duration=4,  # longer than the outage (restart + gRPC's reconnect backoff)
+        heartbeat=0.3,
+        grace_period=20,
+        transport="stream",
+    )
+
+    @worker.handler("long")
+    def long(payload, ctx):
+        started.set()
+        time.sleep(7)  # well past the lease: it lives on heartbeats across the restart
+        return "done"
+
+    with Client(broker.address) as client:
+        task = client.enqueue("long", None, queue="st-grace")
+    with run_worker(worker):
+        assert started.wait(10)
+        broker.kill()
+        worker.stop()  # the stream is broken now: shutdown must reopen it, not give up
+        time.sleep(0.3)
+        broker.start()
+    with Client(broker.address) as client:
+        assert client.result(task.id, timeout=10) == "done"
+        assert client.get_task(task.id).attempt == 1
+
+
 def test_falls_back_to_unary_calls_when_the_broker_has_no_stream(
     shared_broker, client, run_worker, monkeypatch
 ):

@@ -56,6 +56,7 @@ class LeaseKeeper:
         self._on_cancel = on_cancel
         self._on_lost = on_lost
         self._held: dict[str, _Held] = {}
+        self._is_failing = False  # the last extension failed (logged once per outage)
         self._wake = asyncio.Event()
         self._sleep_until = 0.0  # when run() wakes next on its own
         # With a fixed lease length every task gets the same interval: no datetimes to read.
@@ -98,11 +99,17 @@ class LeaseKeeper:
         try:
             outcomes = await self._send([h.task for h in held])
         except ConveyorError as exc:
-            log.warning("extending %d lease(s) failed: %s", len(held), exc)
+            # Once per outage at WARNING; the retries every 0.5 s at DEBUG.
+            level = logging.DEBUG if self._is_failing else logging.WARNING
+            log.log(level, "extending %d lease(s) failed (retrying): %s", len(held), exc)
+            self._is_failing = True
             retry_at = time.monotonic() + 0.5
             for h in held:
                 h.next_at = min(retry_at, h.next_at + h.interval)
             return
+        if self._is_failing:
+            log.info("extending leases works again")
+            self._is_failing = False
         now = time.monotonic()
         for h in held:
             h.next_at = now + h.interval

@@ -12,7 +12,9 @@
   credits are granted afresh for the idle slots. Tasks pushed into the broken
   stream come back when their leases run out.
 - Shutdown. No more credits; tasks pushed but not started are released; running
-  handlers finish within the grace period; the stream is half-closed and read
+  handlers finish within the grace period (a stream that breaks meanwhile is
+  reopened without credits, so their outcomes and heartbeats still flow); the
+  stream is half-closed and read
   to its end, so every outcome is answered; tasks still arriving then (credits
   the broker had not used) and anything left unanswered go by the unary calls.
 """
@@ -84,8 +86,8 @@ class StreamSession(Session):
         w = self.w
         self.log_start()
         backoff = _FIRST_BACKOFF
-        while not self.is_stopping:
-            credits = max(self.free_slots(), 0)
+        while not self.is_closing:
+            credits = 0 if self.is_stopping else max(self.free_slots(), 0)
             stream = self.client.work_stream(
                 w.queues,
                 credits=credits,
@@ -198,10 +200,10 @@ class StreamSession(Session):
             self.granted += more
 
     async def _send_extensions(self, tasks: list[Task]) -> Sequence[ExtendOutcome] | None:
-        stream = self.stream
-        if stream is None:
-            raise _NoStream("no work stream (reconnecting)")
         duration = self.keeper.lease_duration
+        stream = self.stream
+        if stream is None:  # between streams: running handlers keep their leases anyway
+            return await self.client.extend_many(tasks, lease_duration=duration)
         for task in tasks:
             stream.extend(task, duration)
         return None  # the outcomes come back on the stream
@@ -229,10 +231,6 @@ class StreamSession(Session):
                 completer.report(task, outcome)
             self.unanswered.clear()
             await completer.flush()
-
-
-class _NoStream(ConveyorError):
-    """Between streams: an extension is retried shortly."""
 
 
 def _send(stream: WorkStream, task: Task, outcome: Outcome) -> None:
