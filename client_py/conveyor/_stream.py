@@ -90,8 +90,12 @@ class WorkStream:
         self._queued = 0  # messages queued so far
         self._written = 0  # messages the transport took
         self._flushes: list[tuple[int, asyncio.Future[None]]] = []
-        self._call = start()
+        try:
+            self._call = start()
+        except grpc.aio.UsageError as exc:  # the client was closed
+            raise Unavailable(f"cannot open a work stream: {exc}") from None
         self._writer = asyncio.ensure_future(self._write_loop(opening))
+        self._call.add_done_callback(self._call_ended)
 
     # -- what the worker sends -------------------------------------------------
 
@@ -246,6 +250,14 @@ class WorkStream:
                 future.set_exception(error)
         self._flushes = []
 
+    def _call_ended(self, _: object) -> None:
+        """However the call ended (the broker, a cancel, the client closed): nothing more
+        is written. A writer stuck in a write the transport will never take is stopped."""
+        self._stop_writing()
+        if not self._writer.done():
+            self._writer.cancel()
+        self._fail_flushes(Unavailable("the work stream ended; queued items were not sent"))
+
     def _stop_writing(self) -> None:
         """The call ended: wake the writer so it finishes instead of waiting for ever."""
         self._is_closing = True
@@ -263,6 +275,13 @@ class WorkStream:
         except grpc.aio.UsageError as exc:  # the channel was closed
             self._stop_writing()
             raise Unavailable(str(exc)) from None
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this reader was cancelled
+            # The call was cancelled under the reader: the client was closed.
+            self._stop_writing()
+            raise Unavailable("the work stream was cancelled (the client was closed)") from None
         if response is grpc.aio.EOF:
             self._stop_writing()
             raise StopAsyncIteration

@@ -181,3 +181,21 @@ def test_flush_on_a_stream_that_ended_raises_instead_of_waiting_for_ever(shared_
                 await asyncio.wait_for(stream.flush(), 5)
 
     run(scenario())
+
+
+def test_a_stream_whose_client_was_closed_raises_unavailable_and_never_hangs(shared_broker):
+    async def scenario() -> None:
+        client = AsyncClient(shared_broker.address)
+        stream = client.work_stream(["ws-closed"], credits=1)
+        reading = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.2)
+        stream.grant(1)  # queued, not yet written when the client goes
+        await client.close()
+        with pytest.raises(errors.Unavailable):
+            await asyncio.wait_for(reading, 5)
+        with pytest.raises(errors.Unavailable):
+            await asyncio.wait_for(stream.flush(), 5)
+        with pytest.raises(errors.Unavailable):
+            client.work_stream(["ws-closed"], credits=1)
+
+    run(scenario())
