@@ -29,6 +29,7 @@ def test_tasks_leased_after_the_worker_half_closed_are_released():
         async def half_close_then_report():
             for _ in range(10):
                 await asyncio.sleep(0)
+            assert store._held, "the stream's lease write should be waiting at the gate"
             asyncio.get_running_loop().call_later(0.01, store.open_gate)
             return
             yield
@@ -163,3 +164,23 @@ def test_shutdown_ends_a_waiting_stream_unavailable_after_its_held_outcomes():
     received, ended_with, task_id = asyncio.run(scenario())
     assert isinstance(ended_with, ShuttingDown)  # guarded() maps it to UNAVAILABLE
     assert [(o.task_id, o.code) for r in received for o in r.ack_outcomes] == [(task_id, 0)]
+
+
+def test_no_task_is_pushed_after_the_worker_half_closed():
+    async def scenario() -> tuple[int, list[TaskState]]:
+        engine = Engine(Broker(MemoryStore(), FakeClock()))
+        ids = [
+            (await engine.enqueue(TaskSpec(kind="k", queue="q"), False)).task.id for _ in range(3)
+        ]
+        requests, responses = _stream_session(engine, credits=1)
+        (first,) = (await asyncio.wait_for(anext(responses), 5)).tasks
+        # The last request acks and grants, as a worker's final turn can; then it ends.
+        requests.put_nowait(ws.StreamWorkRequest(acks=[_ack(first)], credits=2))
+        requests.put_nowait(None)
+        pushed = sum([len(r.tasks) async for r in responses])
+        await asyncio.sleep(0.01)  # anything leased on the way out is given back
+        return pushed, [engine.get_task(i).state for i in ids if i != first.id]
+
+    pushed, others = asyncio.run(scenario())
+    assert pushed == 0
+    assert others == [TaskState.READY, TaskState.READY]

@@ -61,8 +61,8 @@ class WorkStream:
     async def run(
         self, opening: StreamWorkRequest, requests: AsyncIterator[StreamWorkRequest]
     ) -> AsyncIterator[StreamWorkResponse]:
-        reader = asyncio.ensure_future(self._read(opening, requests))
         leaser = asyncio.ensure_future(self._lease_forever())
+        reader = asyncio.ensure_future(self._read(opening, requests, leaser))
         try:
             while True:
                 message = await self._outbox.get()
@@ -91,12 +91,18 @@ class WorkStream:
             self._engine.release_soon(refs)
 
     async def _read(
-        self, opening: StreamWorkRequest, requests: AsyncIterator[StreamWorkRequest]
+        self,
+        opening: StreamWorkRequest,
+        requests: AsyncIterator[StreamWorkRequest],
+        leaser: asyncio.Future[None],
     ) -> None:
         try:
             self._apply(opening)
             async for request in requests:
                 self._apply(request)
+            # The worker half-closed: it takes no more tasks (a lease in progress gives
+            # its tasks back when cancelled), and its last outcomes are answered.
+            leaser.cancel()
             self._write_unwritten()
             if self._pending:  # the worker half-closed: send the last outcomes, then end
                 await asyncio.gather(*self._pending, return_exceptions=True)
