@@ -108,8 +108,8 @@ class Engine:
         """Complete a claimed Lease; if it went away meanwhile, give its task back."""
         if not parked.done():
             parked.set_result(tasks)
-        elif tasks:
-            self.release_soon([LeaseRef(t.id, t.lease_token) for t in tasks])
+        else:
+            self._give_back(tasks)
 
     async def enqueue_batch(
         self, specs: Sequence[TaskSpec], reject_duplicate: bool
@@ -228,10 +228,10 @@ class Engine:
             raise _WaitOver  # the wait ran out, or shutdown released it: an empty answer
         return handed
 
-    def _give_back(self, handed: list[Task] | None) -> None:
-        """The caller went away just as tasks were handed over: release them at once."""
-        if handed:
-            self.release_soon([LeaseRef(t.id, t.lease_token) for t in handed])
+    def _give_back(self, leased: Sequence[Task] | None) -> None:
+        """Tasks leased for a caller that went away: release them at once."""
+        if leased:
+            self.release_soon([LeaseRef(t.id, t.lease_token) for t in leased])
 
     # Outcome writes return the settled future itself (awaitable like a coroutine), so a
     # StreamWork session can take the outcomes in a callback instead of a task per request.
@@ -251,9 +251,7 @@ class Engine:
     def _release_orphans(self, leasing: asyncio.Future[LeaseBatch]) -> None:
         if leasing.cancelled() or leasing.exception() is not None:
             return
-        batch = leasing.result()
-        if batch.tasks:
-            self.release_soon([LeaseRef(t.id, t.lease_token) for t in batch.tasks])
+        self._give_back(leasing.result().tasks)
 
     def release_soon(self, leases: Sequence[LeaseRef]) -> None:
         """Release leases in the background: tasks leased for a caller that went away."""

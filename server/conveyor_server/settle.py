@@ -39,10 +39,12 @@ def settle(future: Future[T], then: Callable[[T], object] | None = None) -> asyn
                 waiter.set_exception(error)
             return
         result = done.result()
-        if then is not None:
-            then(result)
-        if not waiter.cancelled():
-            waiter.set_result(result)
+        try:
+            if then is not None:
+                then(result)
+        finally:  # a follow-up that raises is logged; the caller still gets its answer
+            if not waiter.cancelled():
+                waiter.set_result(result)
 
     def on_done(done: Future[T]) -> None:
         try:

@@ -137,3 +137,20 @@ def test_schedule_changes_and_triggers_take_effect_even_when_their_caller_is_gon
     pokes, handed = asyncio.run(scenario())
     assert pokes == 1  # the new schedule woke the loop, which would otherwise sleep on
     assert len(handed) == 1  # the triggered task reached the engine (waking its Leases)
+
+
+def test_a_follow_up_that_raises_does_not_leave_its_caller_waiting():
+    from concurrent.futures import Future
+
+    from conveyor_server.settle import settle
+
+    def broken_follow_up(result: int) -> None:
+        raise RuntimeError("a bug in a follow-up")
+
+    async def scenario() -> int:
+        written: Future[int] = Future()
+        waiter = settle(written, broken_follow_up)
+        written.set_result(5)  # committed; its follow-up raises (and is logged)
+        return await asyncio.wait_for(waiter, 2)
+
+    assert asyncio.run(scenario()) == 5
