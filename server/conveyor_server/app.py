@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from conveyor.v1 import (
     schedule_service_pb2,
@@ -115,13 +115,16 @@ async def serve(config: ServeConfig) -> None:
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, registry)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
+    # What enable_server_reflection does for an aio server, through the registry too.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            )
         ),
-        server,
+        registry,
     )
     watcher = None
     if config.schedules_file:
@@ -171,7 +174,7 @@ async def serve(config: ServeConfig) -> None:
         await watcher.stop()
     await scheduler.stop()
     await engine.stop()
-    # A short window in which new calls get a clear UNAVAILABLE from the interceptor;
+    # A short window in which new calls get a clear UNAVAILABLE from guarded();
     # once server.stop() begins, gRPC itself may answer late arrivals with CANCELLED.
     await asyncio.sleep(min(_REFUSAL_WINDOW_SECONDS, config.shutdown_grace))
     await server.stop(config.shutdown_grace)
