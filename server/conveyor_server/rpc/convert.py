@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+
 from conveyor.v1 import task_pb2, task_service_pb2, worker_service_pb2
 from conveyor_server.codec import (
     fill_enqueued_task,
@@ -134,37 +136,40 @@ def failures_from_pb(items: Sequence[worker_service_pb2.FailItem]) -> list[Failu
     ]
 
 
-def item_outcomes_to_pb(
-    outcomes: Sequence[ItemOutcome], *, is_unary: bool = True
-) -> list[worker_service_pb2.ItemOutcome]:
-    """One ItemOutcome per item; in a unary call a lone failed item becomes the call's status."""
-    if is_unary and len(outcomes) == 1 and outcomes[0].error is not None:
+def raise_lone_failure(outcomes: Sequence[ItemOutcome]) -> None:
+    """A unary call about one item that failed answers with that item's status."""
+    if len(outcomes) == 1 and outcomes[0].error is not None:
         raise outcomes[0].error
-    return [_item_outcome(o) for o in outcomes]
 
 
-def _item_outcome(outcome: ItemOutcome) -> worker_service_pb2.ItemOutcome:
-    if outcome.error is None:
-        return worker_service_pb2.ItemOutcome(task_id=outcome.task_id)
-    error = outcome.error
-    code = status_for(error)[0] if isinstance(error, ConveyorError) else None
-    return worker_service_pb2.ItemOutcome(
-        task_id=outcome.task_id,
-        code=code.value[0] if code is not None else 13,
-        message=str(error),
-    )
+def fill_item_outcomes(
+    target: RepeatedCompositeFieldContainer[worker_service_pb2.ItemOutcome],
+    outcomes: Sequence[ItemOutcome],
+) -> None:
+    """One ItemOutcome per item, added in place (no message built and then copied)."""
+    add = target.add
+    for outcome in outcomes:
+        _set_outcome(add(), outcome)
 
 
-def extend_results_to_pb(
-    outcomes: Sequence[ItemOutcome], *, is_unary: bool = True
-) -> list[worker_service_pb2.LeaseExtensionResult]:
-    results = []
-    pb_outcomes = item_outcomes_to_pb(outcomes, is_unary=is_unary)
-    for pb_outcome, outcome in zip(pb_outcomes, outcomes, strict=True):
-        result = worker_service_pb2.LeaseExtensionResult(outcome=pb_outcome)
+def fill_extend_results(
+    target: RepeatedCompositeFieldContainer[worker_service_pb2.LeaseExtensionResult],
+    outcomes: Sequence[ItemOutcome],
+) -> None:
+    add = target.add
+    for outcome in outcomes:
+        result = add()
+        _set_outcome(result.outcome, outcome)
         task = outcome.task
         if task is not None and task.lease_expires_at is not None:
             set_time(result.lease_expires_at, task.lease_expires_at)
             result.cancel_requested = task.cancel_requested
-        results.append(result)
-    return results
+
+
+def _set_outcome(pb: worker_service_pb2.ItemOutcome, outcome: ItemOutcome) -> None:
+    pb.task_id = outcome.task_id
+    error = outcome.error
+    if error is not None:
+        code = status_for(error)[0] if isinstance(error, ConveyorError) else None
+        pb.code = code.value[0] if code is not None else 13  # INTERNAL
+        pb.message = str(error)

@@ -94,28 +94,38 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         self, request: worker_service_pb2.ExtendLeaseRequest, context: _Ctx
     ) -> worker_service_pb2.ExtendLeaseResponse:
         outcomes = await self._engine.extend(convert.extensions_from_pb(request.leases))
-        return worker_service_pb2.ExtendLeaseResponse(
-            results=convert.extend_results_to_pb(outcomes)
-        )
+        convert.raise_lone_failure(outcomes)
+        response = worker_service_pb2.ExtendLeaseResponse()
+        convert.fill_extend_results(response.results, outcomes)
+        return response
 
     async def Ack(
         self, request: worker_service_pb2.AckRequest, context: _Ctx
     ) -> worker_service_pb2.AckResponse:
         outcomes = await self._engine.ack(convert.acks_from_pb(request.acks))
-        return worker_service_pb2.AckResponse(outcomes=convert.item_outcomes_to_pb(outcomes))
+        convert.raise_lone_failure(outcomes)
+        response = worker_service_pb2.AckResponse()
+        convert.fill_item_outcomes(response.outcomes, outcomes)
+        return response
 
     async def Fail(
         self, request: worker_service_pb2.FailRequest, context: _Ctx
     ) -> worker_service_pb2.FailResponse:
         outcomes = await self._engine.fail(convert.failures_from_pb(request.failures))
-        return worker_service_pb2.FailResponse(outcomes=convert.item_outcomes_to_pb(outcomes))
+        convert.raise_lone_failure(outcomes)
+        response = worker_service_pb2.FailResponse()
+        convert.fill_item_outcomes(response.outcomes, outcomes)
+        return response
 
     async def Release(
         self, request: worker_service_pb2.ReleaseRequest, context: _Ctx
     ) -> worker_service_pb2.ReleaseResponse:
         leases = [convert.lease_ref_from_pb(ref) for ref in request.leases]
         outcomes = await self._engine.release(leases)
-        return worker_service_pb2.ReleaseResponse(outcomes=convert.item_outcomes_to_pb(outcomes))
+        convert.raise_lone_failure(outcomes)
+        response = worker_service_pb2.ReleaseResponse()
+        convert.fill_item_outcomes(response.outcomes, outcomes)
+        return response
 
     async def StreamWork(
         self, request_iterator: AsyncIterator[worker_service_pb2.StreamWorkRequest], context: _Ctx

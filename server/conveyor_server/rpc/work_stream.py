@@ -171,17 +171,14 @@ class WorkStream:
         outcomes = writing.result()
         if kind == "extend":  # carries cancel requests: leaves now, with what is held
             response = self._take_held()
-            response.extension_results.extend(
-                convert.extend_results_to_pb(outcomes, is_unary=False)
-            )
+            convert.fill_extend_results(response.extension_results, outcomes)
             self._outbox.put_nowait(response)
             return
         if self._held is None:
             self._held = StreamWorkResponse()
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(OUTCOME_DELAY, self._flush_held)
-        items = convert.item_outcomes_to_pb(outcomes, is_unary=False)
-        getattr(self._held, f"{kind}_outcomes").extend(items)
+        convert.fill_item_outcomes(getattr(self._held, f"{kind}_outcomes"), outcomes)
 
     def _take_held(self) -> StreamWorkResponse:
         """The held outcomes as the start of a new message (or an empty message)."""
