@@ -76,6 +76,12 @@ class _GenericHandlersOnly:
 
 async def serve(config: ServeConfig) -> None:
     """Run the broker until SIGTERM/SIGINT, then shut down gracefully."""
+    credentials = None
+    if config.tls_cert:  # read first: a missing file is not a reason to open the store
+        try:
+            credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+        except OSError as exc:
+            raise SystemExit(f"conveyor: cannot read the TLS files: {exc}") from None
     store = LmdbStore(config.data_dir, durable=config.is_durable, max_bytes=config.max_store_bytes)
     engine = Engine(Broker(store, SystemClock(), config.broker), config.max_waiters)
     server = grpc.aio.server(
@@ -135,8 +141,7 @@ async def serve(config: ServeConfig) -> None:
             store.close()
             raise
     try:
-        if config.tls_cert:
-            credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+        if credentials is not None:
             port = server.add_secure_port(config.listen, credentials)
         else:
             port = server.add_insecure_port(config.listen)

@@ -154,6 +154,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.tls_client_ca and not args.tls_cert:
         print("conveyor: --tls-client-ca needs --tls-cert and --tls-key", file=sys.stderr)
         return 2
+    auth_tokens = tuple(t.strip() for t in args.auth_token.split(",") if t.strip())
+    if args.auth_token.strip() and not auth_tokens:  # e.g. "," would turn auth off
+        print("conveyor: --auth-token names no token", file=sys.stderr)
+        return 2
 
     config = ServeConfig(
         listen=args.listen,
@@ -167,7 +171,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
-        auth_tokens=tuple(t.strip() for t in args.auth_token.split(",") if t.strip()),
+        auth_tokens=auth_tokens,
         broker=replace(
             _BROKER,
             max_payload_bytes=args.max_payload_bytes,

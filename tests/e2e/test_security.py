@@ -115,3 +115,22 @@ def test_token_auth_without_tls(broker_factory):
         assert client.enqueue("auth.job", None).id
     with Client(broker.address) as client, pytest.raises(Unauthenticated):
         client.enqueue("auth.job", None)
+
+
+def test_token_auth_guards_streams_and_schedules_but_not_health_checks(broker_factory):
+    from conveyor.v1 import worker_service_pb2, worker_service_pb2_grpc
+
+    broker = broker_factory("--auth-token", "plain")
+    with grpc.insecure_channel(broker.address) as channel:
+        stream = worker_service_pb2_grpc.WorkerServiceStub(channel).StreamWork(
+            iter([worker_service_pb2.StreamWorkRequest(open={"queues": ["q"]}, credits=1)]),
+            timeout=10,
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            next(stream)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "bearer token" in (info.value.details() or "")
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING  # probes need no token
+    with Client(broker.address, token="wrong") as client, pytest.raises(Unauthenticated):
+        client.list_schedules()

@@ -97,3 +97,24 @@ def test_bad_input_is_logged_without_a_traceback(broker):
             enqueue(stubs, "bad queue name")
     time.sleep(0.2)
     assert "Traceback" not in broker.log
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tls-cert", "server.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-client-ca", "ca.pem"], "--tls-client-ca needs --tls-cert"),
+        (["--tls-cert", "missing.pem", "--tls-key", "missing.key"], "cannot read the TLS files"),
+        (["--auth-token", " , "], "--auth-token names no token"),
+    ],
+)
+def test_bad_security_flags_are_refused_with_a_clear_message(tmp_path, flags, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor_server", "serve", "--listen", "127.0.0.1:0",
+         "--data-dir", str(tmp_path / "data"), *flags],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
