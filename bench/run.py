@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--size", choices=list(SIZES), default="default", help="preset counts")
     parser.add_argument(
-        "--count", type=int, help="override the preset: single enqueues (others scale from it)"
+        "--count",
+        type=int,
+        help="override the preset: single enqueues (enqueue-many, drain, roundtrip scale)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
     parser.add_argument("--durability", choices=["sync", "nosync"], default="sync")

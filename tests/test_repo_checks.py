@@ -1,4 +1,4 @@
-"""Repository checks: proto lint, generated code in sync, layer boundaries, the benchmark runs."""
+"""Repository checks: proto lint, generated code in sync, layer boundaries."""
 
 from __future__ import annotations
 
