@@ -107,10 +107,7 @@ class Broker:
         validation.check_spec(spec, self.settings, now)
 
         def apply(txn: TaskTxn) -> EnqueueOutcome:
-            outcome = self.create_task(txn, spec, now, lease_to)
-            if outcome.duplicate and reject_duplicate:
-                raise AlreadyExists(f"task {outcome.task.id!r} already exists")
-            return outcome
+            return self._create_checked(txn, spec, now, reject_duplicate, lease_to)
 
         return self.store.write(apply, is_growth=True)
 
@@ -131,22 +128,26 @@ class Broker:
             )
         for index, spec in enumerate(specs):
             validation.check_spec(spec, self.settings, now, prefix=f"tasks[{index}].")
-        create = self._enqueue_fn(list(specs), now, reject_duplicate)
-        return self.store.write(create, is_growth=True)
+        specs = list(specs)
 
-    def _enqueue_fn(
-        self, specs: list[TaskSpec], now: float, reject_duplicate: bool
-    ) -> Callable[[TaskTxn], list[EnqueueOutcome]]:
         def apply(txn: TaskTxn) -> list[EnqueueOutcome]:
-            outcomes = []
-            for spec in specs:
-                outcome = self.create_task(txn, spec, now)
-                if outcome.duplicate and reject_duplicate:
-                    raise AlreadyExists(f"task {outcome.task.id!r} already exists")
-                outcomes.append(outcome)
-            return outcomes
+            return [self._create_checked(txn, spec, now, reject_duplicate) for spec in specs]
 
-        return apply
+        return self.store.write(apply, is_growth=True)
+
+    def _create_checked(
+        self,
+        txn: TaskTxn,
+        spec: TaskSpec,
+        now: float,
+        reject_duplicate: bool,
+        lease_to: LeaseGrant | None = None,
+    ) -> EnqueueOutcome:
+        """create_task, refusing a duplicate when asked to (the whole write rolls back)."""
+        outcome = self.create_task(txn, spec, now, lease_to)
+        if outcome.duplicate and reject_duplicate:
+            raise AlreadyExists(f"task {outcome.task.id!r} already exists")
+        return outcome
 
     def create_task(
         self, txn: TaskTxn, spec: TaskSpec, now: float, lease_to: LeaseGrant | None = None

@@ -57,6 +57,9 @@ class Store(Protocol):
     def write(self, fn: Callable[[TaskTxn], T], *, is_growth: bool = False) -> Future[T]:
         """Run fn in a write transaction; the future resolves after commit.
 
+        Implementations run fn through `store.tasks.run_write`, which writes what the
+        TaskTxn kept back (the enqueue sequence) before the commit.
+
         `is_growth` marks writes that add tasks (enqueue). Near its size limit a
         store refuses them with StoreFull but keeps room for the writes that
         drain it (lease, ack, fail, retention), so a full broker can recover.

@@ -47,7 +47,7 @@ import lmdb
 from conveyor_server.core.errors import ConveyorError, StoreFull, StoreSchemaError
 from conveyor_server.store import keys
 from conveyor_server.store.base import DATABASES, SCHEMA_VERSION
-from conveyor_server.store.tasks import TaskTxn
+from conveyor_server.store.tasks import TaskTxn, run_write
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -382,9 +382,7 @@ class LmdbStore:
             for fn, _, _ in batch:
                 child = self._env.begin(write=True, parent=txn)
                 try:
-                    task_txn = TaskTxn(_LmdbKv(child, self._dbs))
-                    value = fn(task_txn)
-                    task_txn.finish()
+                    value = run_write(_LmdbKv(child, self._dbs), fn)
                 except lmdb.MapFullError:
                     child.abort()
                     raise

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from typing import TypeVar
 
 from conveyor_server.store.base import DATABASES
-from conveyor_server.store.tasks import TaskTxn
+from conveyor_server.store.tasks import TaskTxn, run_write
 
 T = TypeVar("T")
 
@@ -86,9 +86,7 @@ class MemoryStore:
         with self._lock:
             kv = _MemoryKv(self._tables, writable=True)
             try:
-                txn = TaskTxn(kv)
-                result = fn(txn)
-                txn.finish()
+                result = run_write(kv, fn)
             except BaseException as exc:  # rolled back, then reported through the future
                 kv.rollback()
                 future.set_exception(exc)

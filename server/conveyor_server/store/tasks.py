@@ -6,11 +6,16 @@ contract tests exercise them against LMDB and memory alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from conveyor_server.core.model import Task
 from conveyor_server.core.schedules import Schedule
 from conveyor_server.schedule_codec import decode_schedule, encode_schedule
 from conveyor_server.store import keys, record
 from conveyor_server.store.base import KvTxn
+
+T = TypeVar("T")
 
 _TIME_INDEXES = ("scheduled", "leases", "deadlines", "retention")
 
@@ -114,8 +119,8 @@ class TaskTxn:
         self._is_sequence_dirty = True
         return self._sequence
 
-    def finish(self) -> None:
-        """Write what was kept back until the write function returned (the stores call it)."""
+    def flush(self) -> None:
+        """Write what was kept back until the write function returned (see run_write)."""
         if self._is_sequence_dirty:
             self._kv.put("meta", b"sequence", keys.pack_u64(self._sequence or 0))
             self._is_sequence_dirty = False
@@ -171,3 +176,13 @@ class TaskTxn:
 def _after_prefix(prefix: bytes) -> bytes:
     """The first key past every key that starts with the one-byte `prefix`."""
     return bytes([prefix[0] + 1])
+
+
+def run_write(kv: KvTxn, fn: Callable[[TaskTxn], T]) -> T:
+    """Run a write function on a store's transaction, then flush what TaskTxn kept back
+    (the enqueue sequence, written once per write). Every store's write() goes through
+    here: without the flush, sequence numbers would be handed out again."""
+    txn = TaskTxn(kv)
+    result = fn(txn)
+    txn.flush()
+    return result
