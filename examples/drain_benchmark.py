@@ -65,8 +65,13 @@ def process_cpu(pid: int) -> float:
 def run(address: str, args: argparse.Namespace, concurrency: int, broker_pid: int) -> None:
     with Client(address) as client:
         tasks = client.enqueue_many([("noop", PAYLOAD) for _ in range(args.tasks)], queue="bench")
-        options = {} if args.transport == "auto" else {"transport": args.transport}
-        worker = Worker(address, queues=["bench"], concurrency=concurrency, poll_wait=1, **options)
+        worker = Worker(
+            address,
+            queues=["bench"],
+            concurrency=concurrency,
+            poll_wait=1,
+            transport=args.transport,
+        )
         if args.handler != "async":
 
             def noop(payload):

@@ -223,8 +223,10 @@ class LeasedTask(Task):
 
     @property
     def lease_seconds(self) -> float | None:
-        """Length of the lease, from the message (no datetimes)."""
-        pb = self._pb
+        """Length of the lease, from the message (no datetimes) while its times are unread."""
+        pb = getattr(self, "_pb", None)  # absent in a copy made by dataclasses.replace
+        if pb is None or _is_set(self, "lease_expires_at") or _is_set(self, "leased_at"):
+            return super().lease_seconds  # the fields themselves, as set or decoded
         if not pb.HasField("lease_expires_at"):
             return None
         end, start = pb.lease_expires_at, pb.leased_at  # leased_at is set with the expiry
@@ -233,6 +235,15 @@ class LeasedTask(Task):
 
 for _name in _TIME_FIELDS:
     setattr(LeasedTask, _name, _LazyTime(_name))
+
+
+def _is_set(task: Task, name: str) -> bool:
+    """Whether a time field holds a value already (decoded, assigned or copied)."""
+    try:
+        Task.__dict__[name].__get__(task, Task)
+    except AttributeError:
+        return False
+    return True
 
 
 def leased_task_from_pb(pb: task_pb2.Task, serializer: Serializer) -> Task:
@@ -370,9 +381,7 @@ def extension_results(
 ) -> list[ExtendOutcome]:
     out = []
     for r in results:
-        expires = (
-            r.lease_expires_at.ToDatetime(tzinfo=UTC) if r.HasField("lease_expires_at") else None
-        )
+        expires = _time(r, "lease_expires_at")
         out.append(
             ExtendOutcome(r.outcome.task_id, _item_error(r.outcome), expires, r.cancel_requested)
         )
@@ -381,7 +390,7 @@ def extension_results(
 
 def stream_outcomes(pb_outcomes: Iterable[worker_service_pb2.ItemOutcome]) -> list[ItemOutcome]:
     """Outcomes of a work stream's items: each names its task."""
-    return [ItemOutcome(o.task_id, _item_error(o) if o.code else None) for o in pb_outcomes]
+    return [ItemOutcome(o.task_id, _item_error(o)) for o in pb_outcomes]
 
 
 def stream_open(

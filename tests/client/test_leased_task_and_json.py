@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -47,7 +47,11 @@ def test_a_leased_task_reads_like_an_eager_one():
     assert lazy.lease_seconds == pytest.approx(30.5) == eager.lease_seconds
     lazy.run_at = None  # still assignable
     assert lazy.run_at is None
-    assert dataclasses.replace(lazy, attempt=3).attempt == 3
+    copy = dataclasses.replace(lazy, attempt=3)
+    assert copy.attempt == 3 and copy.lease_seconds == pytest.approx(30.5)
+    fresh = leased_task_from_pb(leased_pb(), serializer)
+    fresh.lease_expires_at = fresh.leased_at + timedelta(seconds=10)  # assigned, not decoded
+    assert fresh.lease_seconds == pytest.approx(10)
 
 
 @pytest.mark.parametrize("value", [{"a": "é😀"}, [1, 2], "x", None, 1.5, " x"])
