@@ -190,15 +190,17 @@ def test_a_waiting_stream_gets_a_new_task_in_the_enqueue_commit(stubs, queue):
 
 def test_a_waiting_stream_ends_unavailable_when_the_broker_shuts_down(broker_factory):
     broker = broker_factory()
-    stream = Stream(
-        connect(broker.address),
-        WS.StreamWorkRequest(open=WS.StreamWorkOpen(queues=["idle"]), credits=4),
-    )
-    time.sleep(0.3)  # the stream is open and its leaser parked
-    assert broker.process is not None
-    broker.process.terminate()
-    with pytest.raises(grpc.RpcError) as info:
-        stream.next()
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
-    assert "shutting down" in (info.value.details() or "")
-    assert broker.process.wait(10) == 0
+    stubs = connect(broker.address)
+    enqueue(stubs, "idle")
+    stream = Stream(stubs, WS.StreamWorkRequest(open=WS.StreamWorkOpen(queues=["idle"]), credits=4))
+    try:
+        stream.tasks(1)  # sent in the same loop step in which the leaser parks for the rest
+        assert broker.process is not None
+        broker.process.terminate()
+        with pytest.raises(grpc.RpcError) as info:
+            stream.next()
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+        assert "shutting down" in (info.value.details() or "")
+        assert broker.process.wait(10) == 0
+    finally:
+        stubs.channel.close()

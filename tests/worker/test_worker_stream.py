@@ -157,11 +157,12 @@ def test_stop_releases_tasks_pushed_but_not_started(shared_broker, client, run_w
         transport="stream",
     )
     started = threading.Event()
+    may_finish = threading.Event()
 
     @worker.handler("hold")
     def hold(payload, ctx):
         started.set()
-        time.sleep(0.5)
+        may_finish.wait(10)  # runs until the stop has begun, however slow the machine
         return "done"
 
     tasks = client.enqueue_many([("hold", i) for i in range(4)], queue="st-release")
@@ -173,6 +174,14 @@ def test_stop_releases_tasks_pushed_but_not_started(shared_broker, client, run_w
             if states[TaskState.LEASED] == 4:
                 break
             time.sleep(0.05)
+        worker.stop()  # the three waiting are released now; then the running one may end
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = Counter(client.get_task(t.id).state for t in tasks)
+            if states[TaskState.READY] == 3:
+                break
+            time.sleep(0.05)
+        may_finish.set()
     states = [client.get_task(t.id) for t in tasks]
     assert Counter(s.state for s in states) == {TaskState.SUCCEEDED: 1, TaskState.READY: 3}
     assert all(s.attempt == 0 for s in states if s.state is TaskState.READY)
