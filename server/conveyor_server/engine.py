@@ -176,11 +176,9 @@ class Engine:
             try:
                 if not is_empty_now and self.broker.has_leasable(queues):
                     continue
-                handed = await self._park(ready, remaining)
-                if handed is not None:
-                    return handed
-            except _WaitOver:
-                return []
+                answer = await self._park(ready, remaining)
+                if answer is not None:
+                    return answer
             finally:
                 ready.cancel()
 
@@ -208,7 +206,8 @@ class Engine:
         return batch.tasks
 
     async def _park(self, ready: LeaseWait, timeout: float) -> list[Task] | None:
-        """Wait for a wake-up (None: look again) or tasks an Enqueue handed over.
+        """Wait for a wake-up (None: look again) or the answer: the tasks an Enqueue
+        handed over, or [] when the wait ran out or shutdown released it.
 
         The wait ends by a timer completing `ready` with _TIMED_OUT. Whatever
         completes it first wins: a hand-over that finds it done (timed out or
@@ -225,7 +224,7 @@ class Engine:
         finally:
             timer.cancel()
         if handed is _TIMED_OUT or (handed is None and self.is_stopping):
-            raise _WaitOver  # the wait ran out, or shutdown released it: an empty answer
+            return []
         return handed
 
     def _give_back(self, leased: Sequence[Task] | None) -> None:
@@ -322,10 +321,6 @@ def _handed_over(ready: LeaseWait) -> list[Task] | None:
     if ready.done() and not ready.cancelled():
         return ready.result()
     return None
-
-
-class _WaitOver(Exception):
-    """A parked Lease's wait ended with nothing to hand out."""
 
 
 def _log_failure(done: asyncio.Future[Any]) -> None:

@@ -55,7 +55,10 @@ class Waiters:
     def for_queues(
         self, queues: Iterable[str], lease_duration: float | None = None, worker_id: str = ""
     ) -> LeaseWait:
-        """A future completed when any of the queues gets a READY task (register before looking)."""
+        """A future completed when any of the queues gets a READY task.
+
+        Register it with no await since the last look at those queues: anything committed
+        after that look then wakes it (the engine's lease loop keeps to this)."""
         self._reserve()
         future: LeaseWait = asyncio.get_running_loop().create_future()
         names = tuple(queues)

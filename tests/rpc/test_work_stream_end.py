@@ -36,9 +36,7 @@ def test_tasks_leased_after_the_worker_half_closed_are_released():
 
         stream = WorkStream(engine, opening)
         delivered = {
-            t.id
-            async for response in stream.run(opening, half_close_then_report())
-            for t in response.tasks
+            t.id async for response in stream.run(half_close_then_report()) for t in response.tasks
         }
         await asyncio.sleep(0.05)  # the lease is reported; its tasks are released
         return delivered, {i: engine.get_task(i).state for i in ids}
@@ -60,7 +58,7 @@ def test_ack_outcomes_ride_on_the_next_message_of_tasks():
                 yield request
 
         stream = WorkStream(engine, opening)
-        responses = stream.run(opening, worker_requests())
+        responses = stream.run(worker_requests())
         first = await asyncio.wait_for(anext(responses), 5)
         (task,) = first.tasks
         ack = ws.AckItem(lease=ws.LeaseRef(task_id=task.id, lease_token=task.lease_token))
@@ -94,7 +92,7 @@ def test_an_ack_sent_just_before_the_half_close_is_committed_and_answered():
 
         stream = WorkStream(engine, opening)
         responses = []
-        async for response in stream.run(opening, ack_then_half_close()):
+        async for response in stream.run(ack_then_half_close()):
             responses.append(response)
             if response.tasks:
                 first_tasks.put_nowait(response)
@@ -116,7 +114,7 @@ def _stream_session(engine: Engine, credits: int):
         while (request := await requests.get()) is not None:
             yield request
 
-    return requests, WorkStream(engine, opening).run(opening, worker_requests())
+    return requests, WorkStream(engine, opening).run(worker_requests())
 
 
 def _ack(task) -> ws.AckItem:

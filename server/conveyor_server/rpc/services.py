@@ -134,5 +134,5 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         if opening is None:
             return
         stream = WorkStream(self._engine, opening)
-        async for response in stream.run(opening, request_iterator):
+        async for response in stream.run(request_iterator):
             yield response

@@ -41,6 +41,7 @@ class WorkStream:
         if not opening.HasField("open"):
             raise InvalidArgument("open: the first StreamWork request must say what to lease")
         spec = opening.open
+        self._opening = opening  # its credits (and any outcomes) are applied by run()
         self._engine = engine
         self._queues = list(spec.queues)
         self._lease_duration = convert.optional_duration(spec, "lease_duration")
@@ -59,10 +60,11 @@ class WorkStream:
         self._flush_timer: asyncio.TimerHandle | None = None
 
     async def run(
-        self, opening: StreamWorkRequest, requests: AsyncIterator[StreamWorkRequest]
+        self, requests: AsyncIterator[StreamWorkRequest]
     ) -> AsyncIterator[StreamWorkResponse]:
+        """The responses, for the requests that follow the opening one."""
         leaser = asyncio.ensure_future(self._lease_forever())
-        reader = asyncio.ensure_future(self._read(opening, requests, leaser))
+        reader = asyncio.ensure_future(self._read(requests, leaser))
         try:
             while True:
                 message = await self._outbox.get()
@@ -91,13 +93,10 @@ class WorkStream:
             self._engine.release_soon(refs)
 
     async def _read(
-        self,
-        opening: StreamWorkRequest,
-        requests: AsyncIterator[StreamWorkRequest],
-        leaser: asyncio.Future[None],
+        self, requests: AsyncIterator[StreamWorkRequest], leaser: asyncio.Future[None]
     ) -> None:
         try:
-            self._apply(opening)
+            self._apply(self._opening)
             async for request in requests:
                 self._apply(request)
             # The worker half-closed: it takes no more tasks (a lease in progress gives
