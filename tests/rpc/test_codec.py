@@ -98,6 +98,11 @@ def test_times_and_durations_round_to_what_they_stand_for():
     assert duration.ToTimedelta() == timedelta(seconds=90, microseconds=100_000)
     set_duration(duration, 0.9999999999)
     assert (duration.seconds, duration.nanos) == (1, 0)
+    for value in (-0.25, -1.5, -0.9999999999, 59.999999999):
+        expected = duration_pb2.Duration()
+        expected.FromNanoseconds(round(value * 1e9))
+        set_duration(duration, value)
+        assert (duration.seconds, duration.nanos) == (expected.seconds, expected.nanos), value
     stamp = timestamp_pb2.Timestamp()
     wrong = 0
     for micros in range(1000):  # microsecond-precise times, as the store keeps them
