@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from conveyor.v1 import task_pb2, task_service_pb2, worker_service_pb2
-from tests.rpc.helpers import connect, enqueue, ref, seconds
+from tests.rpc.helpers import connect, enqueue, expect_status, ref, seconds
 
 WS = worker_service_pb2
 _END = object()
@@ -135,22 +135,12 @@ def test_extensions_on_the_stream_report_cancel_requests(stubs, queue):
 
 def test_a_stream_without_open_is_invalid_argument(stubs):
     stream = Stream(stubs, WS.StreamWorkRequest(credits=1))
-    try:
-        stream.next()
-        raise AssertionError("expected INVALID_ARGUMENT")
-    except grpc.RpcError as exc:
-        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "open" in exc.details()
+    expect_status(grpc.StatusCode.INVALID_ARGUMENT, stream.next, match="open")
 
 
 def test_a_bad_queue_in_open_is_invalid_argument(stubs):
     stream = Stream(stubs, opening("bad queue"))
-    try:
-        stream.next()
-        raise AssertionError("expected INVALID_ARGUMENT")
-    except grpc.RpcError as exc:
-        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "queues[0]" in exc.details()
+    expect_status(grpc.StatusCode.INVALID_ARGUMENT, stream.next, match="queues[0]")
 
 
 def test_closing_the_stream_ends_it_cleanly(stubs, queue):
