@@ -92,7 +92,7 @@ class Engine:
             is_handed = not outcome.duplicate and task.state is TaskState.LEASED
             self._hand_over(claim.future, [task] if is_handed else None)
 
-        grant = LeaseGrant(claim.lease_duration, claim.worker_id)
+        grant = claim.grant
         try:
             return await settle(
                 self.broker.enqueue(spec, reject_duplicate=reject_duplicate, lease_to=grant),
@@ -158,6 +158,7 @@ class Engine:
         validation.check_lease_request(queues, max_tasks, lease_duration, worker_id, self.settings)
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + min(max(wait, 0.0), self.settings.max_wait)
+        grant = LeaseGrant(lease_duration, worker_id)  # what an Enqueue may hand over on
         while True:
             if self.is_stopping:
                 raise ShuttingDown("the broker is shutting down")
@@ -172,7 +173,7 @@ class Engine:
                 return []
             # A waiter registered with no await since the last look is woken by anything
             # committed after that look; after the lease's await, look once more.
-            ready = self.waiters.for_queues(queues, lease_duration, worker_id)
+            ready = self.waiters.for_queues(queues, grant)
             try:
                 if not is_empty_now and self.broker.has_leasable(queues):
                     continue

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from conveyor_server.core.broker import LeaseGrant
 from conveyor_server.core.errors import ResourceExhausted
 from conveyor_server.core.model import Task
 
@@ -30,8 +31,7 @@ class LeaseClaim:
 
     future: LeaseWait
     queues: tuple[str, ...]
-    lease_duration: float | None
-    worker_id: str
+    grant: LeaseGrant
 
 
 class Waiters:
@@ -52,9 +52,7 @@ class Waiters:
             )
         self._count += 1
 
-    def for_queues(
-        self, queues: Iterable[str], lease_duration: float | None = None, worker_id: str = ""
-    ) -> LeaseWait:
+    def for_queues(self, queues: Iterable[str], grant: LeaseGrant) -> LeaseWait:
         """A future completed when any of the queues gets a READY task.
 
         Register it with no await since the last look at those queues: anything committed
@@ -62,7 +60,7 @@ class Waiters:
         self._reserve()
         future: LeaseWait = asyncio.get_running_loop().create_future()
         names = tuple(queues)
-        claim = LeaseClaim(future, names, lease_duration, worker_id)
+        claim = LeaseClaim(future, names, grant)
         for queue in names:
             self._by_queue[queue][future] = claim
 
