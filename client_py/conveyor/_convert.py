@@ -280,17 +280,25 @@ def _error(pb: task_pb2.Task) -> TaskError:
 # -- worker calls ---------------------------------------------------------------
 
 
+def lease_ids(lease: LeaseLike) -> tuple[str, str]:
+    """(task id, lease token) of a leased Task, a LeaseRef or a (task_id, token) pair."""
+    if isinstance(lease, Task):
+        return lease.id, lease.lease_token
+    if isinstance(lease, LeaseRef):
+        return lease.task_id, lease.lease_token
+    if isinstance(lease, str):  # would unpack as two characters
+        raise InvalidArgument("lease: give a leased Task, a LeaseRef or (task_id, lease_token)")
+    task_id, lease_token = lease
+    return task_id, lease_token
+
+
 def lease_ref(lease: LeaseLike | str, token: str | None = None) -> worker_service_pb2.LeaseRef:
     """Accept a leased Task, a LeaseRef, a (task_id, token) pair, or a task id plus token."""
     if isinstance(lease, str):
         if token is None:
             raise InvalidArgument("lease_token: give the token with a bare task id")
         return worker_service_pb2.LeaseRef(task_id=lease, lease_token=token)
-    if isinstance(lease, Task):
-        return worker_service_pb2.LeaseRef(task_id=lease.id, lease_token=lease.lease_token)
-    if isinstance(lease, LeaseRef):
-        return worker_service_pb2.LeaseRef(task_id=lease.task_id, lease_token=lease.lease_token)
-    task_id, lease_token = lease
+    task_id, lease_token = lease_ids(lease)
     return worker_service_pb2.LeaseRef(task_id=task_id, lease_token=lease_token)
 
 

@@ -20,7 +20,7 @@ import grpc
 
 from conveyor import _convert
 from conveyor._convert import LeaseLike
-from conveyor._model import ExtendOutcome, ItemOutcome, LeaseRef, Seconds, Task
+from conveyor._model import ExtendOutcome, ItemOutcome, Seconds, Task
 from conveyor.errors import ConveyorError, Unavailable, error_from_rpc
 from conveyor.serializer import Serializer, encode
 from conveyor.v1 import task_pb2, worker_service_pb2
@@ -43,15 +43,6 @@ class StreamBatch:
     failures: Sequence[ItemOutcome] = ()
     releases: Sequence[ItemOutcome] = ()
     extensions: Sequence[ExtendOutcome] = ()
-
-
-def _lease_ids(lease: LeaseLike) -> tuple[str, str]:
-    if isinstance(lease, Task):
-        return lease.id, lease.lease_token
-    if isinstance(lease, LeaseRef):
-        return lease.task_id, lease.lease_token
-    task_id, token = lease
-    return task_id, token
 
 
 class WorkStream:
@@ -126,7 +117,7 @@ class WorkStream:
             TypeError: (or the serializer's error) the result cannot be encoded.
         """
         data, content_type = encode(self._serializer, result)
-        task_id, token = _lease_ids(lease)
+        task_id, token = _convert.lease_ids(lease)
         item = self._request().acks.add()
         item.lease.task_id = task_id
         item.lease.lease_token = token
@@ -148,9 +139,7 @@ class WorkStream:
         Raises:
             Unavailable: the stream was closed.
         """
-        item = _convert.fail_item(
-            _lease_ids(lease), error_type, message, details, retryable, retry_delay
-        )
+        item = _convert.fail_item(lease, error_type, message, details, retryable, retry_delay)
         self._request().failures.append(item)
 
     def release(self, lease: LeaseLike) -> None:
@@ -159,7 +148,7 @@ class WorkStream:
         Raises:
             Unavailable: the stream was closed.
         """
-        task_id, token = _lease_ids(lease)
+        task_id, token = _convert.lease_ids(lease)
         self._request().releases.add(task_id=task_id, lease_token=token)
 
     def extend(self, lease: LeaseLike, lease_duration: Seconds | None = None) -> None:
@@ -168,7 +157,7 @@ class WorkStream:
         Raises:
             Unavailable: the stream was closed.
         """
-        task_id, token = _lease_ids(lease)
+        task_id, token = _convert.lease_ids(lease)
         item = self._request().extensions.add()
         item.lease.task_id = task_id
         item.lease.lease_token = token

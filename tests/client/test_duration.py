@@ -1,4 +1,4 @@
-"""Seconds and timedeltas become valid protobuf Durations (nanos within ±999,999,999)."""
+"""Client conversions: valid protobuf Durations (nanos within ±999,999,999), lease ids."""
 
 from __future__ import annotations
 
@@ -26,3 +26,14 @@ def test_duration_splits_into_valid_seconds_and_nanos(value: object, expected: t
     pb = duration(value)  # type: ignore[arg-type]
     assert (pb.seconds, pb.nanos) == expected
     assert abs(pb.nanos) < 1_000_000_000
+
+
+def test_a_lease_is_a_task_a_lease_ref_or_a_pair_never_a_bare_string():
+    from conveyor import LeaseRef
+    from conveyor._convert import lease_ids
+    from conveyor.errors import InvalidArgument
+
+    assert lease_ids(("t1", "tok")) == ("t1", "tok")
+    assert lease_ids(LeaseRef("t1", "tok")) == ("t1", "tok")
+    with pytest.raises(InvalidArgument, match="lease"):
+        lease_ids("ab")  # type: ignore[arg-type]  # once unpacked as ("a", "b")
