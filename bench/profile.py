@@ -26,7 +26,7 @@ def _parse(path: Path) -> list[tuple[list[str], int]]:
 
 
 def _where(frame: str) -> tuple[str, str]:
-    """(function, file) of a frame like `Engine.commit (conveyor_server/engine.py:12)`."""
+    """(function, file) of a frame like `Engine.commit (conveyor_server/service/engine.py:12)`."""
     match = _FRAME.match(frame)
     return (match["func"], match["file"]) if match else (frame, "")
 

@@ -62,7 +62,9 @@ def _runtime_imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted((SERVER / "core").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((SERVER / "core").rglob("*.py")), ids=lambda p: p.relative_to(SERVER).as_posix()
+)
 def test_core_is_pure(path):
     forbidden = ("grpc", "lmdb", "prometheus_client", "google.protobuf", "conveyor.v1", "asyncio")
     bad = {m for m in _runtime_imports(path) if m.startswith(forbidden)}

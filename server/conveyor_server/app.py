@@ -25,15 +25,15 @@ from conveyor.v1 import (
 from conveyor_server.config import ServeConfig
 from conveyor_server.core.broker import Broker
 from conveyor_server.core.clock import SystemClock
-from conveyor_server.core.schedule_book import ScheduleBook
-from conveyor_server.core.schedules import Schedule
-from conveyor_server.engine import Engine
+from conveyor_server.core.schedules.book import ScheduleBook
+from conveyor_server.core.schedules.model import Schedule
 from conveyor_server.rpc.errors import guarded
 from conveyor_server.rpc.schedule_service import ScheduleServicer
+from conveyor_server.rpc.security import TokenAuthInterceptor, server_credentials
 from conveyor_server.rpc.services import TaskServicer, WorkerServicer
-from conveyor_server.schedule_file import ScheduleFileWatcher
-from conveyor_server.scheduler import CronScheduler
-from conveyor_server.security import TokenAuthInterceptor, server_credentials
+from conveyor_server.service.engine import Engine
+from conveyor_server.service.schedule_file import ScheduleFileWatcher
+from conveyor_server.service.scheduler import CronScheduler
 from conveyor_server.store.lmdb_store import LmdbStore
 
 log = logging.getLogger("conveyor")

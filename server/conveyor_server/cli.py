@@ -206,7 +206,7 @@ def _add_bench(subparsers: Any) -> None:
 #: Each adds one subcommand; other modules append theirs here.
 SUBCOMMANDS: list[Callable[[Any], None]] = [_add_serve, _add_bench]
 SUBCOMMANDS.append(__import__("conveyor_worker._cli", fromlist=["_cli"]).add_worker_command)
-SUBCOMMANDS.extend(__import__("conveyor_server.schedule_cli", fromlist=["_"]).SUBCOMMANDS)
+SUBCOMMANDS.extend(__import__("conveyor_server.commands.schedule", fromlist=["_"]).SUBCOMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:

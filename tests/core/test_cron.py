@@ -1,4 +1,4 @@
-"""Table-driven tests for schedule time arithmetic (conveyor_server.core.cron)."""
+"""Table-driven tests for schedule time arithmetic (conveyor_server.core.schedules.cron)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from conveyor_server.core.cron import (
+from conveyor_server.core.schedules.cron import (
     ScheduleSpec,
     latest_tick_at_or_before,
     next_fire_time,

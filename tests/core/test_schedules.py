@@ -11,8 +11,8 @@ from conveyor_server.core.errors import (
     NotFound,
 )
 from conveyor_server.core.model import TaskState
-from conveyor_server.core.schedule_book import ScheduleBook
-from conveyor_server.core.schedules import (
+from conveyor_server.core.schedules.book import ScheduleBook
+from conveyor_server.core.schedules.model import (
     MisfirePolicy,
     OverlapPolicy,
     Schedule,

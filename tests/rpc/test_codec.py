@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conveyor.v1 import task_pb2
-from conveyor_server.codec import fill_enqueued_task, fill_leased_task, set_time, task_to_pb
 from conveyor_server.core.model import RetryPolicy, Task, TaskError, TaskState
 from conveyor_server.core.transitions import start_lease
+from conveyor_server.rpc.codec import fill_enqueued_task, fill_leased_task, set_time, task_to_pb
 
 NOW = 1_790_000_000.123456
 
@@ -89,7 +89,7 @@ def test_times_and_durations_round_to_what_they_stand_for():
 
     from google.protobuf import duration_pb2, timestamp_pb2
 
-    from conveyor_server.codec import set_duration, set_time
+    from conveyor_server.rpc.codec import set_duration, set_time
 
     duration = duration_pb2.Duration()
     set_duration(duration, 2.3)

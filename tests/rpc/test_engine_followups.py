@@ -9,7 +9,7 @@ from conveyor_server.core.broker import Broker
 from conveyor_server.core.clock import FakeClock
 from conveyor_server.core.errors import ResourceExhausted
 from conveyor_server.core.model import Ack, LeaseRef, QueueOrder, TaskResult, TaskSpec, TaskState
-from conveyor_server.engine import Engine
+from conveyor_server.service.engine import Engine
 from conveyor_server.store.memory import MemoryStore
 from tests.rpc.helpers import GatedStore
 
@@ -102,9 +102,9 @@ def test_a_full_waiter_pool_does_not_refuse_calls_that_need_no_wait():
 
 
 def test_schedule_changes_and_triggers_take_effect_even_when_their_caller_is_gone():
-    from conveyor_server.core.schedule_book import ScheduleBook
-    from conveyor_server.core.schedules import Schedule, TaskTemplate
-    from conveyor_server.scheduler import CronScheduler
+    from conveyor_server.core.schedules.book import ScheduleBook
+    from conveyor_server.core.schedules.model import Schedule, TaskTemplate
+    from conveyor_server.service.scheduler import CronScheduler
 
     async def scenario() -> tuple[int, list[str]]:
         store = GatedStore()
@@ -142,7 +142,7 @@ def test_schedule_changes_and_triggers_take_effect_even_when_their_caller_is_gon
 def test_a_follow_up_that_raises_does_not_leave_its_caller_waiting():
     from concurrent.futures import Future
 
-    from conveyor_server.settle import settle
+    from conveyor_server.service.settle import settle
 
     def broken_follow_up(result: int) -> None:
         raise RuntimeError("a bug in a follow-up")

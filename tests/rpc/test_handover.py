@@ -10,7 +10,7 @@ import pytest
 from conveyor_server.core.broker import Broker
 from conveyor_server.core.clock import FakeClock
 from conveyor_server.core.model import QueueOrder, TaskSpec, TaskState
-from conveyor_server.engine import Engine
+from conveyor_server.service.engine import Engine
 from conveyor_server.store.memory import MemoryStore
 
 

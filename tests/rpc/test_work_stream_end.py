@@ -10,8 +10,8 @@ from conveyor_server.core.clock import FakeClock
 from conveyor_server.core.errors import ShuttingDown
 from conveyor_server.core.model import TaskSpec, TaskState
 from conveyor_server.core.settings import BrokerSettings
-from conveyor_server.engine import Engine
 from conveyor_server.rpc.work_stream import WorkStream
+from conveyor_server.service.engine import Engine
 from conveyor_server.store.memory import MemoryStore
 from tests.rpc.helpers import GatedStore
 

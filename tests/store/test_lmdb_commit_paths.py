@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from conveyor_server.settle import settle
+from conveyor_server.service.settle import settle
 from conveyor_server.store.lmdb_store import LmdbStore
 from conveyor_server.store.tasks import TaskTxn
 

@@ -7,14 +7,6 @@ from collections.abc import Sequence
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from conveyor.v1 import task_pb2, task_service_pb2, worker_service_pb2
-from conveyor_server.codec import (
-    fill_enqueued_task,
-    get_duration,
-    get_time,
-    retry_policy_from_pb,
-    set_time,
-    task_to_pb,
-)
 from conveyor_server.core.errors import ConveyorError, InvalidArgument
 from conveyor_server.core.model import (
     Ack,
@@ -26,6 +18,14 @@ from conveyor_server.core.model import (
     QueueOrder,
     TaskResult,
     TaskSpec,
+)
+from conveyor_server.rpc.codec import (
+    fill_enqueued_task,
+    get_duration,
+    get_time,
+    retry_policy_from_pb,
+    set_time,
+    task_to_pb,
 )
 from conveyor_server.rpc.errors import status_for
 

@@ -8,11 +8,11 @@ import grpc
 
 from conveyor.v1 import schedule_service_pb2 as pb2
 from conveyor.v1 import schedule_service_pb2_grpc
-from conveyor_server.codec import task_to_pb
 from conveyor_server.core.errors import InvalidArgument
-from conveyor_server.core.schedules import ScheduleSource
-from conveyor_server.schedule_codec import schedule_from_pb, schedule_to_pb
-from conveyor_server.scheduler import CronScheduler
+from conveyor_server.core.schedules.model import ScheduleSource
+from conveyor_server.rpc.codec import task_to_pb
+from conveyor_server.rpc.schedule_codec import schedule_from_pb, schedule_to_pb
+from conveyor_server.service.scheduler import CronScheduler
 
 _Ctx: TypeAlias = grpc.aio.ServicerContext
 

@@ -13,10 +13,10 @@ from conveyor.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from conveyor_server.codec import fill_leased_task, task_to_pb
-from conveyor_server.engine import Engine
 from conveyor_server.rpc import convert
+from conveyor_server.rpc.codec import fill_leased_task, task_to_pb
 from conveyor_server.rpc.work_stream import WorkStream
+from conveyor_server.service.engine import Engine
 
 _Ctx: TypeAlias = grpc.aio.ServicerContext
 

@@ -22,12 +22,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from conveyor.v1.worker_service_pb2 import StreamWorkRequest, StreamWorkResponse
-from conveyor_server.codec import fill_leased_task
 from conveyor_server.core import validation
 from conveyor_server.core.errors import InvalidArgument, ShuttingDown
 from conveyor_server.core.model import ItemOutcome, LeaseRef
-from conveyor_server.engine import Engine
 from conveyor_server.rpc import convert
+from conveyor_server.rpc.codec import fill_leased_task
+from conveyor_server.service.engine import Engine
 
 MAX_UNUSED_CREDITS = 10_000
 #: Longest time an outcome waits for a message of tasks to ride on.

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from conveyor_server.core.model import Task
-from conveyor_server.core.schedules import Schedule
-from conveyor_server.schedule_codec import decode_schedule, encode_schedule
+from conveyor_server.core.schedules.model import Schedule
+from conveyor_server.rpc.schedule_codec import decode_schedule, encode_schedule
 from conveyor_server.store import keys, record
 from conveyor_server.store.base import KvTxn
 

@@ -18,7 +18,7 @@ from conveyor_server.core.broker import Broker
 from conveyor_server.core.errors import AlreadyExists, FailedPrecondition, NotFound
 from conveyor_server.core.ids import new_task_id
 from conveyor_server.core.model import Task
-from conveyor_server.core.schedules import (
+from conveyor_server.core.schedules.model import (
     DEFINITION_FIELDS,
     OverlapPolicy,
     Schedule,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from conveyor_server.core.broker import Broker
 from conveyor_server.core.model import TickOutcome
-from conveyor_server.settle import settle
+from conveyor_server.service.settle import settle
 
 log = logging.getLogger(__name__)
 

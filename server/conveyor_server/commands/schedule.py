@@ -18,8 +18,8 @@ from google.protobuf import timestamp_pb2
 
 from conveyor.v1 import schedule_service_pb2 as pb2
 from conveyor.v1 import schedule_service_pb2_grpc
-from conveyor_server.codec import set_duration
 from conveyor_server.config import parse_duration
+from conveyor_server.rpc.codec import set_duration
 
 DEFAULT_TARGET = "127.0.0.1:7470"
 _MISFIRE = {

@@ -8,21 +8,21 @@ decoding, rejects them with a message naming the field.
 from __future__ import annotations
 
 from conveyor.v1 import schedule_service_pb2 as pb2
-from conveyor_server.codec import (
-    get_duration,
-    get_time,
-    retry_policy_from_pb,
-    retry_policy_to_pb,
-    set_duration,
-    set_time,
-)
-from conveyor_server.core.schedules import (
+from conveyor_server.core.schedules.model import (
     DEFAULT_MISFIRE_LIMIT,
     MisfirePolicy,
     OverlapPolicy,
     Schedule,
     ScheduleSource,
     TaskTemplate,
+)
+from conveyor_server.rpc.codec import (
+    get_duration,
+    get_time,
+    retry_policy_from_pb,
+    retry_policy_to_pb,
+    set_duration,
+    set_time,
 )
 
 

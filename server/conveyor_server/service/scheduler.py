@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from conveyor_server.core.model import Task
-from conveyor_server.core.schedule_book import (
+from conveyor_server.core.schedules.book import (
     FireOutcome,
     ReconcileOutcome,
     ScheduleBook,
     TriggerOutcome,
 )
-from conveyor_server.core.schedules import Schedule, ScheduleSource
-from conveyor_server.settle import settle
+from conveyor_server.core.schedules.model import Schedule, ScheduleSource
+from conveyor_server.service.settle import settle
 
 log = logging.getLogger("conveyor.schedules")
 

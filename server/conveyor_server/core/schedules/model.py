@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from conveyor_server.core import validation
-from conveyor_server.core.cron import (
+from conveyor_server.core.errors import InvalidArgument
+from conveyor_server.core.model import RetryPolicy, TaskSpec
+from conveyor_server.core.schedules.cron import (
     ScheduleSpec,
     latest_tick_at_or_before,
     next_fire_time,
     ticks_between,
     validate_schedule_spec,
 )
-from conveyor_server.core.errors import InvalidArgument
-from conveyor_server.core.model import RetryPolicy, TaskSpec
 from conveyor_server.core.settings import BrokerSettings
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")

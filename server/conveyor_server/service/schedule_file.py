@@ -44,7 +44,7 @@ from typing import Any
 from conveyor_server.config import parse_duration
 from conveyor_server.core.errors import InvalidArgument
 from conveyor_server.core.model import RetryPolicy
-from conveyor_server.core.schedules import (
+from conveyor_server.core.schedules.model import (
     DEFAULT_MISFIRE_LIMIT,
     MisfirePolicy,
     OverlapPolicy,
@@ -52,7 +52,7 @@ from conveyor_server.core.schedules import (
     ScheduleSource,
     TaskTemplate,
 )
-from conveyor_server.schedule_codec import decode_schedule, encode_schedule
+from conveyor_server.rpc.schedule_codec import decode_schedule, encode_schedule
 
 log = logging.getLogger("conveyor.schedules")
 

@@ -29,9 +29,9 @@ from conveyor_server.core.model import (
     TaskState,
     TickOutcome,
 )
-from conveyor_server.settle import settle
-from conveyor_server.timer import TaskTimer
-from conveyor_server.waiters import LeaseWait, Waiters
+from conveyor_server.service.settle import settle
+from conveyor_server.service.timer import TaskTimer
+from conveyor_server.service.waiters import LeaseWait, Waiters
 
 log = logging.getLogger("conveyor.tasks")
 

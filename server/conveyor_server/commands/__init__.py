@@ -1,0 +1,1 @@
+"""Subcommands of `conveyor` for people, built on the public client."""

@@ -1,0 +1,1 @@
+"""Schedules: the cron/interval model, next-fire arithmetic and the book that fires them."""

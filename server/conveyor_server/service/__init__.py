@@ -1,0 +1,1 @@
+"""The asyncio service layer: engine over the core, long-poll waiters, timers, cron loop."""
