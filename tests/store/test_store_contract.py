@@ -10,6 +10,7 @@ import pytest
 
 from conveyor_server.core.model import RetryPolicy, Task, TaskError, TaskResult, TaskState
 from conveyor_server.core.store import TaskTxn
+from conveyor_server.store.base import WriteInReadTransaction
 
 NOW = 1_800_000_000.0
 
@@ -109,7 +110,7 @@ def test_later_write_sees_an_earlier_commit(store: Any, make_task) -> None:
 
 
 def test_write_in_a_read_transaction_fails(store: Any, make_task) -> None:
-    with pytest.raises(Exception):  # noqa: B017 - each store has its own read-only error
+    with pytest.raises(WriteInReadTransaction):
         read(store, lambda txn: txn.put_task(make_task()))
     assert nonzero(store) == {}
 
