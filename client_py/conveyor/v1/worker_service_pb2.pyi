@@ -68,7 +68,9 @@ class LeaseRequest(_message.Message):
     """How to pick among queues."""
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Queue names in priority order; at least one, at most 64."""
+        """Queue names in priority order; at least one, at most 64. An empty name
+        means the "default" queue, as in TaskSpec.queue.
+        """
 
     @_builtins.property
     def lease_duration(self) -> _duration_pb2.Duration:
