@@ -161,7 +161,7 @@ def test_a_foreign_worker_stops_gracefully_on_sigterm(
 ):
     """SIGTERM: the running task finishes and is acked, the queued one is left READY."""
     running, waiting = (
-        client.enqueue("interop.echo", {"sleep_ms": 800}, queue=queue, priority=p) for p in (1, 0)
+        client.enqueue("interop.echo", {"sleep_ms": 2000}, queue=queue, priority=p) for p in (1, 0)
     )
     worker = spawn(
         lang, "worker", shared_broker.address, "--queue", queue, "--slots", "1", "--stream"
