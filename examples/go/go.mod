@@ -1,7 +1,8 @@
 module conveyor.dev/go
 
-// The code builds with Go 1.19 and with gRPC-Go from 1.33 (what Debian 12 packages,
-// which the project's CI builds against in GOPATH mode) to current releases.
+// The code uses only APIs present from gRPC-Go 1.33 (Debian 12's, which CI builds
+// against in GOPATH mode) to current releases; these are the newest versions that
+// still build with Go 1.19. `go mod tidy` writes go.sum (see README.md).
 go 1.19
 
 require (
