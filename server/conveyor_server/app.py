@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from conveyor.v1 import (
     schedule_service_pb2,
@@ -31,6 +31,7 @@ from conveyor_server.rpc.errors import guarded
 from conveyor_server.rpc.schedule_service import ScheduleServicer
 from conveyor_server.rpc.security import TokenAuthInterceptor, server_credentials
 from conveyor_server.rpc.services import TaskServicer, WorkerServicer
+from conveyor_server.rpc.wire import HandlerRegistry
 from conveyor_server.service.engine import Engine
 from conveyor_server.service.schedule_file import ScheduleFileWatcher
 from conveyor_server.service.scheduler import CronScheduler
@@ -49,30 +50,6 @@ _MAX_MESSAGE_BYTES = 64 << 20
 #: thousand calls in flight hits that. Allow bursts of this many instead.
 _MAX_PENDING_CALLS = 20_000
 _REFUSAL_WINDOW_SECONDS = 0.25
-
-
-class _GenericHandlersOnly:
-    """The server as the generated `add_*Servicer_to_server` functions see it: generic handlers.
-
-    Those functions also register each method as a "registered method". grpcio's
-    aio server then keeps one pending request per registered method (24 here)
-    and, for every call that arrives, waits on all of them again
-    (`asyncio.wait(..., FIRST_COMPLETED)`: a done-callback added to and removed
-    from each). Routing our calls through the generic handlers instead serves
-    the same methods with a pending request or two (reflection keeps its own; see
-    below). Measured (`python -m bench
-    --scenario enqueue-raw`, 3 runs each, alternating): raw unary Enqueue
-    1,877-2,170 -> 2,306-2,507/s, broker 490-566 -> 430-478 us of CPU per call.
-    """
-
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self._server = server
-
-    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._server.add_generic_rpc_handlers(handlers)
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        """Skipped: the generic handler added alongside serves these methods."""
 
 
 async def serve(config: ServeConfig) -> None:
@@ -98,7 +75,7 @@ async def serve(config: ServeConfig) -> None:
     def is_stopping() -> bool:
         return engine.is_stopping
 
-    registry = _GenericHandlersOnly(server)
+    registry = HandlerRegistry(server, is_checked=True)  # guarded() answers bad bytes
 
     def service(module: Any, name: str) -> Any:
         return module.DESCRIPTOR.services_by_name[name]
@@ -121,17 +98,19 @@ async def serve(config: ServeConfig) -> None:
         registry,
     )
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, registry)
-    # Reflection keeps its registered method (enable_server_reflection wants the real
-    # server): with none registered at all, raw unary Enqueue measured ~10 % slower
-    # (broker 510-616 vs 614-710 us per call, 4 alternating runs each).
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
+    health_pb2_grpc.add_HealthServicer_to_server(health, HandlerRegistry(server, is_checked=False))
+    # Reflection keeps its registered method: with none registered at all, raw unary
+    # Enqueue measured ~10 % slower (broker 510-616 vs 614-710 us per call, 4 alternating
+    # runs each).
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            )
         ),
-        server,
+        HandlerRegistry(server, is_checked=False, keep_registered=True),
     )
     watcher = None
     if config.schedules_file:
