@@ -27,6 +27,7 @@ from conveyor_server.core.broker import Broker
 from conveyor_server.core.clock import SystemClock
 from conveyor_server.core.schedules.book import ScheduleBook
 from conveyor_server.core.schedules.model import Schedule
+from conveyor_server.core.sizes import check_fits
 from conveyor_server.rpc.errors import guarded
 from conveyor_server.rpc.schedule_service import ScheduleServicer
 from conveyor_server.rpc.security import TokenAuthInterceptor, server_credentials
@@ -44,7 +45,6 @@ SERVICE_NAMES = (
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
 )
-_MAX_MESSAGE_BYTES = 64 << 20
 #: gRPC core cancels calls that arrive while more than 1,000 wait to be picked up
 #: by the event loop (CANCELLED, nothing logged); one async client with a few
 #: thousand calls in flight hits that. Allow bursts of this many instead.
@@ -54,6 +54,10 @@ _REFUSAL_WINDOW_SECONDS = 0.25
 
 async def serve(config: ServeConfig) -> None:
     """Run the broker until SIGTERM/SIGINT, then shut down gracefully."""
+    try:  # before the store opens: a limit no answer can meet is a configuration error
+        check_fits(config.broker)
+    except ValueError as exc:
+        raise SystemExit(f"conveyor: {exc}") from None
     credentials = None
     if config.tls_cert:  # read first: a missing file is not a reason to open the store
         try:
@@ -65,8 +69,8 @@ async def serve(config: ServeConfig) -> None:
     server = grpc.aio.server(
         interceptors=[TokenAuthInterceptor(config.auth_tokens)] if config.auth_tokens else [],
         options=[
-            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", config.broker.max_message_bytes),
+            ("grpc.max_send_message_length", config.broker.max_message_bytes),
             ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
             ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
         ],

@@ -15,7 +15,7 @@ from conveyor.v1 import (
     task_service_pb2,
     worker_service_pb2,
 )
-from tests.rpc.helpers import enqueue, expect_status, lease, ref
+from tests.rpc.helpers import Feed, enqueue, expect_status, lease, ref
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 WS = worker_service_pb2
@@ -92,7 +92,7 @@ def test_a_stream_item_without_its_lease_gets_an_outcome_and_the_stream_goes_on(
     enqueue(stubs, queue)
     enqueue(stubs, queue)
     opening = WS.StreamWorkRequest(open=WS.StreamWorkOpen(queues=[queue]), credits=1)
-    requests = _Feed(opening)
+    requests = Feed(opening)
     responses = stubs.workers.StreamWork(iter(requests), timeout=20)
     first = next(responses).tasks[0]
     requests.put(WS.StreamWorkRequest(acks=[WS.AckItem(), WS.AckItem(lease=ref(first))]))
@@ -109,27 +109,6 @@ def test_a_stream_item_without_its_lease_gets_an_outcome_and_the_stream_goes_on(
     assert second is not None and second.id != first.id
     requests.close()
     responses.cancel()
-
-
-class _Feed:
-    """A request iterator the test feeds as it goes (ends at close())."""
-
-    def __init__(self, *first: WS.StreamWorkRequest) -> None:
-        import queue as queue_module
-
-        self._items: queue_module.Queue[WS.StreamWorkRequest | None] = queue_module.Queue()
-        for item in first:
-            self._items.put(item)
-
-    def put(self, item: WS.StreamWorkRequest) -> None:
-        self._items.put(item)
-
-    def close(self) -> None:
-        self._items.put(None)
-
-    def __iter__(self):
-        while (item := self._items.get()) is not None:
-            yield item
 
 
 @pytest.mark.parametrize("method", UNARY_METHODS)

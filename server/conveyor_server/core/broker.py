@@ -41,6 +41,7 @@ from conveyor_server.core.model import (
 )
 from conveyor_server.core.retry import backoff_delay
 from conveyor_server.core.settings import BrokerSettings
+from conveyor_server.core.sizes import answer_budget, leased_task_bytes
 from conveyor_server.core.transitions import finish, holds_unique_key, requeue, start_lease
 from conveyor_server.core.validation import quote
 
@@ -287,7 +288,8 @@ class Broker:
         worker_id: str = "",
         order: QueueOrder = QueueOrder.STRICT,
     ) -> Future[LeaseBatch]:
-        """Lease up to max_tasks READY tasks from the queues, in the order given.
+        """Lease up to max_tasks READY tasks from the queues, in the order given, as many
+        as fit in one answer (sizes.answer_budget; at least one).
 
         Raises:
             InvalidArgument: no queues, a bad name, a bad duration, too many tasks.
@@ -300,9 +302,12 @@ class Broker:
             self._round_robin += 1
             ordered = ordered[shift:] + ordered[:shift]
 
+        budget = answer_budget(self.settings)
+
         def apply(txn: TaskTxn) -> LeaseBatch:
             batch = LeaseBatch()
             self._promote_scheduled(txn, now, batch.promoted)
+            room = budget  # bytes the answer may still carry; the first task always goes
             for queue in ordered:
                 while len(batch.tasks) < max_tasks:
                     ids = txn.ready_task_ids(queue, max_tasks - len(batch.tasks))
@@ -314,6 +319,9 @@ class Broker:
                             finish(task, TaskState.EXPIRED, now)
                             batch.expired.append(task)
                         else:
+                            room -= leased_task_bytes(task)
+                            if room < 0 and batch.tasks:
+                                return batch  # the answer is full: the rest stay READY
                             start_lease(task, now, lease_duration, worker_id)
                             batch.tasks.append(task)
                         txn.put_task(task)
@@ -402,6 +410,7 @@ class Broker:
         # Each item's id is checked with the item: a bad one fails alone, as any item may.
         id_field = "task_id" if isinstance(items[0], LeaseRef) else "lease.task_id"
         settings = self.settings
+        id_limit = settings.max_name_length
 
         def apply(txn: TaskTxn) -> list[ItemOutcome]:
             outcomes = []
@@ -411,8 +420,8 @@ class Broker:
                     validation.check_task_id(ref.task_id, id_field, settings)
                     task = _current_lease(txn, ref, now)
                     change(task, item)
-                except ConveyorError as exc:
-                    outcomes.append(ItemOutcome(ref.task_id, error=exc))
+                except ConveyorError as exc:  # the id is echoed: bounded, as a valid one is
+                    outcomes.append(ItemOutcome(ref.task_id[:id_limit], error=exc))
                     continue
                 txn.put_task(task)
                 outcomes.append(ItemOutcome(ref.task_id, task=task))
