@@ -98,7 +98,10 @@ def _checked_unary_unary(inner: Any) -> Any:
     async def checked(request: Any, context: Any) -> Any:
         if type(request) is Unparsable:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-        return await inner(request, context)
+        try:
+            return await inner(request, context)
+        except NotImplementedError:  # a generated stub's (Health.List): no traceback logged
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "method not implemented")
 
     return checked
 
