@@ -1,15 +1,12 @@
-"""Repository checks: proto lint, generated code in sync, layer boundaries."""
+"""Repository checks: proto lint, generated code in sync (layer rules: test_layers.py)."""
 
 from __future__ import annotations
 
-import ast
 import filecmp
 import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import require_tool
 
@@ -43,55 +40,3 @@ def test_generated_code_matches_the_proto(tmp_path):
     assert names == sorted(p.name for p in committed.iterdir() if p.is_file())
     _, mismatch, errors = filecmp.cmpfiles(fresh, committed, names, shallow=False)
     assert not mismatch and not errors, f"run tools/gen_proto.sh: stale {mismatch + errors}"
-
-
-def _runtime_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
-            for child in ast.walk(node):
-                child._type_checking = True  # type: ignore[attr-defined]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if getattr(node, "_type_checking", False):
-            continue
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
-
-
-@pytest.mark.parametrize(
-    "path", sorted((SERVER / "core").rglob("*.py")), ids=lambda p: p.relative_to(SERVER).as_posix()
-)
-def test_core_is_pure(path):
-    forbidden = ("grpc", "lmdb", "prometheus_client", "google.protobuf", "conveyor.v1", "asyncio")
-    bad = {m for m in _runtime_imports(path) if m.startswith(forbidden)}
-    bad |= {
-        m
-        for m in _runtime_imports(path)
-        if m.startswith("conveyor_server.") and not m.startswith("conveyor_server.core")
-    }
-    assert not bad, f"{path.name} imports {bad}: the core must stay pure"
-
-
-def test_only_the_store_touches_lmdb():
-    users = {
-        p.relative_to(SERVER).as_posix()
-        for p in SERVER.rglob("*.py")
-        if "lmdb" in _runtime_imports(p)
-    }
-    assert users <= {"store/lmdb_store.py"}, users
-
-
-def test_client_does_not_import_server_or_worker():
-    for path in (ROOT / "client_py" / "conveyor").rglob("*.py"):
-        if "v1" in path.parts:
-            continue
-        bad = {
-            m
-            for m in _runtime_imports(path)
-            if m.startswith(("conveyor_server", "conveyor_worker"))
-        }
-        assert not bad, f"{path} imports {bad}"

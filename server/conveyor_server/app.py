@@ -25,6 +25,7 @@ from conveyor.v1 import (
 from conveyor_server.config import ServeConfig
 from conveyor_server.core.broker import Broker
 from conveyor_server.core.clock import SystemClock
+from conveyor_server.core.errors import ConveyorError
 from conveyor_server.core.schedules.book import ScheduleBook
 from conveyor_server.core.schedules.model import Schedule
 from conveyor_server.core.sizes import check_fits
@@ -55,6 +56,10 @@ _MAX_PENDING_CALLS = 20_000
 _REFUSAL_WINDOW_SECONDS = 0.25
 
 
+class StartupRefused(ConveyorError):
+    """The broker cannot start as configured (e.g. its port is taken)."""
+
+
 async def serve(config: ServeConfig) -> None:
     """Run the broker until SIGTERM/SIGINT, then shut down gracefully."""
     try:  # before the store opens: a limit no answer can meet is a configuration error
@@ -66,7 +71,7 @@ async def serve(config: ServeConfig) -> None:
         try:
             credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         except OSError as exc:
-            raise SystemExit(f"conveyor: cannot read the TLS files: {exc}") from None
+            raise StartupRefused(f"cannot read the TLS files: {exc}") from None
     store = LmdbStore(
         config.data_dir,
         durable=config.is_durable,
@@ -83,6 +88,9 @@ async def serve(config: ServeConfig) -> None:
             ("grpc.max_send_message_length", config.broker.max_message_bytes),
             ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
             ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
+            # grpcio turns SO_REUSEPORT on by default: a second broker on a busy port
+            # would start and share it with the first. A busy port must be an error.
+            ("grpc.so_reuseport", 0),
         ],
     )
 
@@ -117,8 +125,7 @@ async def serve(config: ServeConfig) -> None:
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, HandlerRegistry(server, is_checked=False))
     # Reflection keeps its registered method: with none registered at all, raw unary
-    # Enqueue measured ~10 % slower (broker 510-616 vs 614-710 us per call, 4 alternating
-    # runs each).
+    # Enqueue was slower (figures: docs/performance.md, "Decisions and their figures").
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
         reflection.aio.ReflectionServicer(
             (
@@ -144,7 +151,13 @@ async def serve(config: ServeConfig) -> None:
             port = server.add_insecure_port(config.listen)
     except (RuntimeError, OSError) as exc:
         store.close()
-        raise SystemExit(f"conveyor: cannot listen on {config.listen}: {exc}") from None
+        raise StartupRefused(
+            f"cannot listen on {config.listen}: the address is in use or not available here"
+        ) from exc
+    requested = int(config.listen.rsplit(":", 1)[1])
+    if port == 0 or requested not in (0, port):
+        store.close()
+        raise StartupRefused(f"cannot listen on {config.listen}: the address is in use or invalid")
     await server.start()
     await engine.start()
     scheduler.start()

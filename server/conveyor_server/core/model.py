@@ -185,3 +185,12 @@ class TickOutcome:
     finished: list[Task] = field(default_factory=list)
     removed: int = 0
     is_more_due: bool = False
+
+
+@dataclass(slots=True)
+class QueueDepth:
+    """How many tasks a queue holds in each state, and when its oldest READY task became due."""
+
+    queue: str
+    counts: dict[TaskState, int] = field(default_factory=dict)
+    oldest_ready_at: float | None = None

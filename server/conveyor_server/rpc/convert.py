@@ -46,7 +46,7 @@ def spec_from_pb(pb: task_pb2.TaskSpec) -> TaskSpec:
         queue=pb.queue or DEFAULT_QUEUE,
         payload=pb.payload,
         content_type=pb.content_type,
-        headers=dict(pb.headers) if pb.headers else {},  # copying an empty map costs ~1 us
+        headers=dict(pb.headers) if pb.headers else {},  # copying an empty map is not free
         priority=pb.priority,
         id=pb.id,
         run_at=get_time(pb.run_at) if pb.HasField("run_at") else None,

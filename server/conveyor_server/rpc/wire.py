@@ -59,9 +59,8 @@ class HandlerRegistry:
     keeps one pending request per registered method (24 here) and, for every call
     that arrives, waits on all of them again (`asyncio.wait(..., FIRST_COMPLETED)`:
     a done-callback added to and removed from each). Routing calls through generic
-    handlers serves the same methods with a pending request or two. Measured
-    (`python -m bench --scenario enqueue-raw`, 3 runs each, alternating): raw unary
-    Enqueue 1,877-2,170 -> 2,306-2,507/s, broker 490-566 -> 430-478 us of CPU per call.
+    handlers serves the same methods with a pending request or two. Faster per unary
+    call: docs/performance.md, "Decisions and their figures".
     """
 
     def __init__(
