@@ -36,7 +36,6 @@ from conveyor_server.rpc.security import TokenAuthInterceptor, server_credential
 from conveyor_server.rpc.services import TaskServicer, WorkerServicer
 from conveyor_server.rpc.wire import HandlerRegistry
 from conveyor_server.service.engine import Engine
-from conveyor_server.service.load import CallLoad
 from conveyor_server.service.schedule_file import ScheduleFileWatcher
 from conveyor_server.service.scheduler import CronScheduler
 from conveyor_server.store.lmdb_store import LmdbStore
@@ -92,8 +91,6 @@ async def serve(config: ServeConfig) -> None:
         upgrades=LMDB_UPGRADES,
     )
     engine = Engine(Broker(store, SystemClock(), config.broker), config.max_waiters)
-    load = CallLoad(lambda: engine.waiters.parked)
-    store.committer.is_loop_busy = load.is_busy
     server = grpc.aio.server(
         interceptors=[TokenAuthInterceptor(config.auth_tokens)] if config.auth_tokens else [],
         options=[
@@ -116,13 +113,11 @@ async def serve(config: ServeConfig) -> None:
         return module.DESCRIPTOR.services_by_name[name]
 
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
-        guarded(TaskServicer(engine), service(task_service_pb2, "TaskService"), is_stopping, load),
+        guarded(TaskServicer(engine), service(task_service_pb2, "TaskService"), is_stopping),
         registry,
     )
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-        guarded(
-            WorkerServicer(engine), service(worker_service_pb2, "WorkerService"), is_stopping, load
-        ),
+        guarded(WorkerServicer(engine), service(worker_service_pb2, "WorkerService"), is_stopping),
         registry,
     )
     scheduler = CronScheduler(ScheduleBook(engine.broker), engine.notify_written)
@@ -131,7 +126,6 @@ async def serve(config: ServeConfig) -> None:
             ScheduleServicer(scheduler),
             service(schedule_service_pb2, "ScheduleService"),
             is_stopping,
-            load,
         ),
         registry,
     )

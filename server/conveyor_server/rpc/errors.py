@@ -23,7 +23,6 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from conveyor_server.core import errors
 from conveyor_server.rpc.wire import Unparsable, check_requests
-from conveyor_server.service.load import CallLoad
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +49,13 @@ def guarded(
     servicer: object,
     service: ServiceDescriptor,
     is_stopping: Callable[[], bool],
-    load: CallLoad | None = None,
 ) -> Any:
     """The servicer's RPC methods for `service`, each wrapped with the error mapping.
 
     Pass the result to the generated `add_*Servicer_to_server` in place of the
     servicer (a namespace of the wrapped methods; typed Any because the generated
-    stubs expect their servicer classes). `load` counts the unary calls in flight.
+    stubs expect their servicer classes).
     """
-    load = load if load is not None else CallLoad(lambda: 0)
     methods = {}
     for method in service.methods:
         inner = getattr(servicer, method.name)
@@ -66,25 +63,22 @@ def guarded(
         if method.client_streaming and method.server_streaming:
             methods[method.name] = _guard_stream(inner, path, is_stopping)
         elif not method.client_streaming and not method.server_streaming:
-            methods[method.name] = _guard_unary(inner, path, is_stopping, load)
+            methods[method.name] = _guard_unary(inner, path, is_stopping)
         else:
             raise TypeError(f"{path}: only unary and bidirectional methods are wrapped")
     return SimpleNamespace(**methods)
 
 
-def _guard_unary(inner: Any, method: str, is_stopping: Callable[[], bool], load: CallLoad) -> Any:
+def _guard_unary(inner: Any, method: str, is_stopping: Callable[[], bool]) -> Any:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if is_stopping():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
         if type(request) is Unparsable:  # see rpc/wire.py
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-        load.active += 1
         try:
             return await inner(request, context)
         except Exception as exc:
             await _abort_with(context, exc, method)
-        finally:
-            load.active -= 1
 
     return guarded
 

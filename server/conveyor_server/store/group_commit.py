@@ -10,8 +10,9 @@ an idle broker adds no latency.
 
 Inline commits: writes asked for on an event loop are first gathered until
 the end of that loop turn. If the writer thread is idle (nothing queued or
-committing), the loop has no other work waiting (`is_loop_busy`, wired by
-the service layer) and the turn asked for at most `inline_max` writes, the loop commits
+committing), the loop turn was quick (less than `quiet_turn_seconds` from its
+first write to its end: a busy turn means other callbacks wait on the loop) and
+it asked for at most `inline_max` writes, the loop commits
 them itself, in one transaction: no hand-off to the writer thread and back
 (two thread wake-ups and a GIL hand-over each way). Otherwise they go to the
 writer thread, in order. The loop is blocked during that commit, which is why
@@ -25,6 +26,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
@@ -64,10 +66,6 @@ def _refuse(future: Future[Any]) -> None:
         future.set_exception(RuntimeError("store is closed"))
 
 
-def _never_busy(writing: int) -> bool:
-    return False
-
-
 class GroupCommitter:
     """Runs write functions through a GroupBackend on one writer thread (or inline)."""
 
@@ -78,13 +76,13 @@ class GroupCommitter:
         name: str,
         max_group: int = 2000,
         inline_max: int = 4,
+        quiet_turn_seconds: float = 100e-6,
     ) -> None:
         self._backend = backend
         self._max_group = max_group
         self._inline_max = inline_max
-        #: Called with the number of writes this turn gathered: whether the loop has
-        #: other work waiting, so that committing on it would hold that work up.
-        self.is_loop_busy: Callable[[int], bool] = _never_busy
+        self._quiet_turn_seconds = quiet_turn_seconds
+        self._turn_started = 0.0  # perf_counter() at the first write of this loop turn
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._inline_loop: asyncio.AbstractEventLoop | None = None
@@ -102,6 +100,7 @@ class GroupCommitter:
         elif self._gathers_on_this_loop():
             self._inline_batch.append(write)
             if len(self._inline_batch) == 1:
+                self._turn_started = time.perf_counter()
                 self._inline_loop.call_soon(self._flush_turn)  # type: ignore[union-attr]
         else:
             self._to_writer([write])
@@ -143,7 +142,7 @@ class GroupCommitter:
         if (
             len(batch) <= self._inline_max
             and self._queued == 0  # nothing asked for earlier is still waiting to commit
-            and not self.is_loop_busy(len(batch))
+            and time.perf_counter() - self._turn_started < self._quiet_turn_seconds
             and self._backend.is_inline_allowed()
             and self._write_lock.acquire(blocking=False)
         ):
