@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 import grpc
 
@@ -12,13 +12,11 @@ from conveyor import _convert
 from conveyor._coalesce import EnqueueCoalescer
 from conveyor._core import ClientCore
 from conveyor._model import Seconds
-from conveyor._operation import Call, Done, Op, Parallel, Performed, Step, install, resume
+from conveyor._operation import Call, Parallel, Step, install
 from conveyor._stream import WorkStream
-from conveyor.errors import ConveyorError, Unavailable, error_from_rpc
+from conveyor.errors import Unavailable, error_from_rpc
 
 __all__ = ["AsyncClient"]
-
-R = TypeVar("R")
 
 
 class AsyncClient(ClientCore):
@@ -48,25 +46,15 @@ class AsyncClient(ClientCore):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _run(self, op: Op[R]) -> R:
-        """Await the operation's steps in turn; an error goes back into it to handle."""
-        step = resume(op, None, None)
-        while not isinstance(step, Done):
-            step = resume(op, *(await self._perform(step)))
-        return step.value  # type: ignore[no-any-return]
-
-    async def _perform(self, step: Step) -> Performed:
-        try:
-            if isinstance(step, Call):
-                if step.is_coalescable:
-                    return await self._coalescer.submit(step.request.task), None
-                return await self._invoke(step), None
-            if isinstance(step, Parallel):
-                return await asyncio.gather(*map(self._invoke, step.calls)), None
-            await asyncio.sleep(step.seconds)
-        except ConveyorError as exc:
-            return None, exc
-        return None, None
+    def _start(self, step: Step) -> Awaitable[Any]:
+        """An awaitable doing one step of an operation (see _operation._awaitable)."""
+        if isinstance(step, Call):
+            if step.is_coalescable:
+                return self._coalescer.submit(step.request.task)
+            return self._invoke(step)
+        if isinstance(step, Parallel):
+            return asyncio.gather(*map(self._invoke, step.calls))
+        return asyncio.sleep(step.seconds)
 
     async def _invoke(self, call: Call) -> Any:
         try:

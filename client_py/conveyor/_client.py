@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
 from conveyor._core import ClientCore
-from conveyor._operation import Call, Done, Op, Parallel, Performed, Step, install, resume
+from conveyor._operation import Call, Parallel, Performed, Step, install
 from conveyor.errors import ConveyorError, Unavailable, error_from_rpc
 
 __all__ = ["Client"]
-
-R = TypeVar("R")
 
 
 class Client(ClientCore):
@@ -39,14 +37,8 @@ class Client(ClientCore):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _run(self, op: Op[R]) -> R:
-        """Perform the operation's steps in turn; an error goes back into it to handle."""
-        step = resume(op, None, None)
-        while not isinstance(step, Done):
-            step = resume(op, *self._perform(step))
-        return step.value  # type: ignore[no-any-return]
-
     def _perform(self, step: Step) -> Performed:
+        """Do one step of an operation: its reply, or the error to hand back to it."""
         try:
             if isinstance(step, Call):
                 return self._invoke(step), None

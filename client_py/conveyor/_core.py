@@ -83,9 +83,9 @@ class ClientCore(ScheduleOperations):
             Unavailable: the broker is unreachable or shutting down.
         """
         request = self._enqueue_request(kind, payload, reject_duplicate, dict(options))
-        is_coalescable = not reject_duplicate and timeout is None
+        is_coalescable = not reject_duplicate and timeout is None  # positional: a hot path
         response = yield Call(
-            self._tasks.Enqueue, request, self._timeout(timeout), is_coalescable=is_coalescable
+            self._tasks.Enqueue, request, self._timeout(timeout), False, is_coalescable
         )
         return self._task(response.task, response.duplicate)
 

@@ -4,7 +4,7 @@ A method of the shared core is written once as a generator of *steps*: it yields
 a `Call` (one RPC), `Parallel` (RPCs that may run concurrently) or `Sleep`, and
 gets the response back (or the mapped `ConveyorError` thrown in). It never does
 I/O itself, so the same code serves both clients: `Client._run` performs each step
-blocking, `AsyncClient._run` awaits it. `@operation` marks such a method; each
+blocking (`_perform`), AsyncClient awaits it (`_start`). `@operation` marks such a method; each
 client class turns it into an ordinary method of its kind when the class is made
 (`install`), so a call costs one generator, not a descriptor lookup.
 
@@ -28,12 +28,13 @@ from typing import (
     overload,
 )
 
+from conveyor.errors import ConveyorError
+
 if TYPE_CHECKING:
     from conveyor._aio import AsyncClient
     from conveyor._client import Client
-    from conveyor.errors import ConveyorError
 
-__all__ = ["Call", "Done", "Op", "Parallel", "Sleep", "Step", "install", "operation", "resume"]
+__all__ = ["Call", "Op", "Parallel", "Performed", "Sleep", "Step", "install", "operation"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -63,25 +64,19 @@ class Sleep(NamedTuple):
     seconds: float
 
 
-class Done(NamedTuple):
-    """The operation returned `value`."""
-
-    value: Any
-
-
 Step = Call | Parallel | Sleep
 #: What a core method returns: a generator of steps whose return value is the result.
 Op = Generator[Step, Any, R]
 #: What performing a step gave: its reply, or the error to throw into the operation.
-Performed = tuple[Any, "ConveyorError | None"]
+Performed = tuple[Any, ConveyorError | None]
 
 
-def resume(op: Op[Any], reply: Any, error: ConveyorError | None) -> Step | Done:
-    """Hand the operation what its last step gave; its next step, or Done."""
+def resume(op: Op[Any], reply: Any, error: ConveyorError | None) -> Step | StopIteration:
+    """Hand the operation what its last step gave; its next step, or how it returned."""
     try:
         return op.send(reply) if error is None else op.throw(error)
     except StopIteration as stop:
-        return Done(stop.value)
+        return stop
 
 
 class operation(Generic[P, R]):
@@ -114,15 +109,35 @@ def install(cls: type, *, is_async: bool) -> None:
 
 
 def _blocking(fn: Callable[..., Op[Any]]) -> Callable[..., Any]:
+    """Client's method: `self._perform(step)` gives each step's (reply, error)."""
+
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._run(fn(self, *args, **kwargs))
+        op = fn(self, *args, **kwargs)
+        step = resume(op, None, None)
+        while not isinstance(step, StopIteration):
+            step = resume(op, *self._perform(step))
+        return step.value
 
     return _describe(method, fn)
 
 
 def _awaitable(fn: Callable[..., Op[Any]]) -> Callable[..., Any]:
+    """AsyncClient's method: `self._start(step)` gives an awaitable of each step's reply.
+
+    The steps are driven right here, not in a coroutine per step: enqueue is a hot path.
+    """
+
     async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return await self._run(fn(self, *args, **kwargs))
+        op = fn(self, *args, **kwargs)
+        step = resume(op, None, None)
+        while not isinstance(step, StopIteration):
+            try:
+                reply = await self._start(step)
+            except ConveyorError as exc:
+                step = resume(op, None, exc)
+            else:
+                step = resume(op, reply, None)
+        return step.value
 
     return _describe(method, fn)
 
