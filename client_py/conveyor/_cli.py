@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from typing import Any, NoReturn
+from typing import Any
 
 from conveyor._channel import DEFAULT_TARGET
 
-__all__ = ["OneLineErrors", "add_connection_arguments", "client_settings", "one_line_errors"]
+__all__ = ["add_connection_arguments", "client_settings"]
 
 
 def add_connection_arguments(
@@ -67,17 +66,3 @@ def _readable(path: str) -> str:
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
     return path
-
-
-class OneLineErrors(argparse.ArgumentParser):
-    """An argument parser whose errors are one line on stderr and exit 2 (no usage dump)."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Make an existing parser (made by someone else's add_parser) fail in one line."""
-    parser.error = OneLineErrors.error.__get__(parser)  # type: ignore[method-assign]
-    return parser

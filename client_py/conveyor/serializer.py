@@ -57,13 +57,15 @@ class JsonSerializer:
         Media types are matched without their parameters and case
         (`Application/JSON; charset=utf-8` is JSON), as RFC 9110 says; the exact
         `application/json` this serializer writes is checked first, so it costs nothing.
-        No content type at all is JSON too, Conveyor's default. Malformed JSON raises
-        ValueError (the worker fails such a task as PayloadDecodeError).
+        Malformed JSON raises ValueError (the worker fails such a task as
+        PayloadDecodeError). No content type with bytes is opaque: they come back as bytes.
         """
         if content_type != JSON:
             content_type = media_type(content_type)
-        if content_type == JSON or content_type.endswith("+json") or not content_type:
+        if content_type == JSON or content_type.endswith("+json"):
             return _json_loads(data) if data else None
+        if not content_type and not data:
+            return None
         if content_type.startswith("text/"):
             return data.decode()
         return data

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from conveyor import ConveyorError
-from conveyor._cli import add_connection_arguments, client_settings, one_line_errors
+from conveyor._cli import add_connection_arguments, client_settings
 from conveyor_worker._worker import Worker
 
 __all__ = ["WorkerPathError", "add_worker_command", "load_worker"]
@@ -23,7 +23,6 @@ class WorkerPathError(ValueError):
 def add_worker_command(subparsers: Any) -> None:
     """Add the `worker` subcommand to the `conveyor` CLI."""
     p = subparsers.add_parser("worker", help="run a worker: conveyor worker mypackage.tasks:worker")
-    one_line_errors(p)
     p.add_argument("worker", help="import path of a Worker (or a function returning one)")
     p.add_argument("--concurrency", type=_positive, help="handlers running at once (1 or more)")
     p.add_argument("--queues", help="comma-separated queue names, in lease order")
