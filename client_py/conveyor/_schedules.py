@@ -14,6 +14,7 @@ from conveyor._convert import _time, duration, to_timestamp
 from conveyor._model import Task
 from conveyor._operation import Call, Op, operation
 from conveyor.errors import InvalidArgument
+from conveyor.serializer import encode
 from conveyor.v1 import schedule_service_pb2 as pb2
 
 __all__ = ["MisfirePolicy", "OverlapPolicy", "Schedule", "ScheduleOperations"]
@@ -111,7 +112,7 @@ def schedule_message(client: ClientBase, name: str, fields: dict[str, Any]) -> p
     task.kind = fields.get("kind") or ""
     task.queue = fields.get("queue") or ""
     if "payload" in fields:
-        task.payload, task.content_type = client.serializer.dumps(fields["payload"])
+        task.payload, task.content_type = encode(client.serializer, fields["payload"])
     task.headers.update(fields.get("headers") or {})
     task.priority = fields.get("priority") or 0
     task.max_attempts = fields.get("max_attempts") or 0

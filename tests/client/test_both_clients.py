@@ -223,7 +223,5 @@ def test_zz_every_public_method_was_called_on_both():
     for kind, cls in (("sync", Client), ("async", AsyncClient)):
         if not any(k == kind for k, _ in CALLED):
             pytest.skip(f"the {kind} tests of this module did not run")
-        missing = {
-            name for name in public_methods(cls) - OWN if not CALLED[(kind, name)]
-        }
+        missing = {name for name in public_methods(cls) - OWN if not CALLED[(kind, name)]}
         assert not missing, f"{kind}: untested {sorted(missing)}"

@@ -1,4 +1,4 @@
-"""result()/wait() while the broker shuts down: keep waiting across a restart, never a false timeout."""
+"""result() and wait() while the broker shuts down: keep waiting, never a false timeout."""
 
 from __future__ import annotations
 

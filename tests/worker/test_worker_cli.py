@@ -1,4 +1,4 @@
-"""`conveyor worker`: bad import paths, bad settings and permanent broker refusals end in one line."""
+"""`conveyor worker`: bad paths, bad settings and permanent refusals end in one line."""
 
 from __future__ import annotations
 
