@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
