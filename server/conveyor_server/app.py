@@ -28,13 +28,16 @@ from conveyor_server.core.clock import SystemClock
 from conveyor_server.core.schedules.book import ScheduleBook
 from conveyor_server.core.schedules.model import Schedule
 from conveyor_server.rpc.errors import guarded
+from conveyor_server.rpc.schedule_codec import schedule_from_pb, schedule_to_pb
 from conveyor_server.rpc.schedule_service import ScheduleServicer
 from conveyor_server.rpc.security import TokenAuthInterceptor, server_credentials
 from conveyor_server.rpc.services import TaskServicer, WorkerServicer
 from conveyor_server.service.engine import Engine
+from conveyor_server.service.load import CallLoad
 from conveyor_server.service.schedule_file import ScheduleFileWatcher
 from conveyor_server.service.scheduler import CronScheduler
 from conveyor_server.store.lmdb_store import LmdbStore
+from conveyor_server.upgrades import LMDB_UPGRADES
 
 log = logging.getLogger("conveyor")
 
@@ -83,8 +86,15 @@ async def serve(config: ServeConfig) -> None:
             credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         except OSError as exc:
             raise SystemExit(f"conveyor: cannot read the TLS files: {exc}") from None
-    store = LmdbStore(config.data_dir, durable=config.is_durable, max_bytes=config.max_store_bytes)
+    store = LmdbStore(
+        config.data_dir,
+        durable=config.is_durable,
+        max_bytes=config.max_store_bytes,
+        upgrades=LMDB_UPGRADES,
+    )
     engine = Engine(Broker(store, SystemClock(), config.broker), config.max_waiters)
+    load = CallLoad(lambda: engine.waiters.parked)
+    store.committer.is_loop_busy = load.is_busy
     server = grpc.aio.server(
         interceptors=[TokenAuthInterceptor(config.auth_tokens)] if config.auth_tokens else [],
         options=[
@@ -104,11 +114,13 @@ async def serve(config: ServeConfig) -> None:
         return module.DESCRIPTOR.services_by_name[name]
 
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
-        guarded(TaskServicer(engine), service(task_service_pb2, "TaskService"), is_stopping),
+        guarded(TaskServicer(engine), service(task_service_pb2, "TaskService"), is_stopping, load),
         registry,
     )
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-        guarded(WorkerServicer(engine), service(worker_service_pb2, "WorkerService"), is_stopping),
+        guarded(
+            WorkerServicer(engine), service(worker_service_pb2, "WorkerService"), is_stopping, load
+        ),
         registry,
     )
     scheduler = CronScheduler(ScheduleBook(engine.broker), engine.notify_written)
@@ -117,6 +129,7 @@ async def serve(config: ServeConfig) -> None:
             ScheduleServicer(scheduler),
             service(schedule_service_pb2, "ScheduleService"),
             is_stopping,
+            load,
         ),
         registry,
     )
@@ -192,7 +205,9 @@ def _reconciler(scheduler: CronScheduler) -> Callable[[Sequence[Schedule]], Awai
     """Apply the schedules file and say what changed."""
 
     async def apply(declared: Sequence[Schedule]) -> None:
-        outcome = await scheduler.reconcile(declared)
+        # At the API's precision (times in whole microseconds), as schedules made through
+        # the API are, so that comparing the file with the store finds no false changes.
+        outcome = await scheduler.reconcile([schedule_from_pb(schedule_to_pb(s)) for s in declared])
         if outcome.added or outcome.updated or outcome.removed:
             log.info(
                 "schedules file applied: added %s, updated %s, removed %s",

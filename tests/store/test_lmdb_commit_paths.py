@@ -7,9 +7,9 @@ import threading
 import time
 from pathlib import Path
 
+from conveyor_server.core.store import TaskTxn
 from conveyor_server.service.settle import settle
 from conveyor_server.store.lmdb_store import LmdbStore
-from conveyor_server.store.tasks import TaskTxn
 
 MIB = 1 << 20
 
@@ -87,7 +87,7 @@ def test_a_write_cancelled_before_it_ran_is_skipped_and_the_writer_lives_on(tmp_
 def test_an_error_after_a_commit_is_logged_and_the_writer_lives_on(tmp_path: Path, caplog):
     """The writes were committed and answered; the writer must not die with the error."""
     store = LmdbStore(tmp_path, initial_map_bytes=16 * MIB)
-    real_after_commit = store._after_commit
+    real_after_commit = store.after_commit
     calls = []
 
     def failing_once() -> None:
@@ -96,7 +96,7 @@ def test_an_error_after_a_commit_is_logged_and_the_writer_lives_on(tmp_path: Pat
             raise OSError("disk said no")
         real_after_commit()
 
-    store._after_commit = failing_once  # type: ignore[method-assign]
+    store.after_commit = failing_once  # type: ignore[method-assign]
     try:
         assert store.write(lambda txn: "first").result(timeout=5) == "first"
         assert store.write(lambda txn: "second").result(timeout=5) == "second"

@@ -15,10 +15,13 @@ from conveyor_server.core.broker import Broker
 from conveyor_server.core.clock import FakeClock
 from conveyor_server.core.errors import ResourceExhausted, StoreFull, StoreSchemaError
 from conveyor_server.core.model import TaskSpec, TaskState
+from conveyor_server.core.schedules.model import Schedule, TaskTemplate
+from conveyor_server.core.store import TaskTxn
+from conveyor_server.rpc.schedule_codec import schedule_to_pb
 from conveyor_server.store import keys
 from conveyor_server.store.base import DATABASES, SCHEMA_VERSION
 from conveyor_server.store.lmdb_store import LmdbStore, StoreLocked
-from conveyor_server.store.tasks import TaskTxn
+from conveyor_server.upgrades import LMDB_UPGRADES
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -426,3 +429,50 @@ def test_nosync_mode_commits_and_reopens(opened, data_dir: Path, make_task) -> N
     again.close()
     durable = opened(data_dir, durable=True)
     assert durable.read(lambda txn: txn.count("ready")) == 50
+
+
+def _write_schema_1_store(path: Path, schedule: Schedule) -> None:
+    """A data dir as the release with schema 1 wrote it: schedules as protobuf messages."""
+    env = lmdb.open(str(path), max_dbs=len(DATABASES) + 1)
+    try:
+        dbs = {name: env.open_db(name.encode()) for name in DATABASES}
+        with env.begin(write=True) as txn:
+            txn.put(b"schema_version", keys.pack_u64(1), db=dbs["meta"])
+            record_key = keys.schedule_key(schedule.name)
+            txn.put(record_key, schedule_to_pb(schedule).SerializeToString(), db=dbs["schedules"])
+            due = keys.schedule_due_key(schedule.next_fire_time or 0.0, schedule.name)
+            txn.put(due, b"", db=dbs["schedules"])
+    finally:
+        env.close()
+
+
+def _schedule() -> Schedule:
+    return Schedule(
+        name="nightly",
+        template=TaskTemplate(kind="report", queue="reports", payload=b'{"a": 1}'),
+        cron="0 3 * * *",
+        timezone="Europe/Berlin",
+        next_fire_time=NOW + 3600,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def test_schema_1_data_dir_is_upgraded_in_place(opened, data_dir: Path) -> None:
+    data_dir.mkdir()
+    _write_schema_1_store(data_dir, _schedule())
+    store = opened(data_dir, upgrades=LMDB_UPGRADES)
+    assert store.read(lambda txn: txn.list_schedules()) == [_schedule()]
+    assert store.read(lambda txn: txn.due_schedule_names(NOW + 3600, 10)) == ["nightly"]
+    store.close()
+    reopened = opened(data_dir)  # schema 2 now: no upgrade needed
+    assert reopened.read(lambda txn: txn.get_schedule("nightly")) == _schedule()
+
+
+def test_schema_1_without_an_upgrade_is_refused_clearly(opened, data_dir: Path) -> None:
+    data_dir.mkdir()
+    _write_schema_1_store(data_dir, _schedule())
+    with pytest.raises(StoreSchemaError, match=r"schema version 1 .*conveyor serve"):
+        opened(data_dir)
+    # Refused before anything changed: the upgrade still works afterwards.
+    assert opened(data_dir, upgrades=LMDB_UPGRADES).read(lambda txn: txn.list_schedules())

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from conveyor_server.core.model import RetryPolicy, Task, TaskError, TaskResult, TaskState
-from conveyor_server.store.tasks import TaskTxn
+from conveyor_server.core.store import TaskTxn
 
 NOW = 1_800_000_000.0
 

@@ -44,8 +44,7 @@ from conveyor_server.core.settings import BrokerSettings
 from conveyor_server.core.transitions import finish, holds_unique_key, requeue, start_lease
 
 if TYPE_CHECKING:  # the core sees the store only through its protocol
-    from conveyor_server.store.base import Store
-    from conveyor_server.store.tasks import TaskTxn
+    from conveyor_server.core.store import Store, TaskTxn
 
 T = TypeVar("T")
 

@@ -21,6 +21,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from conveyor_server.core import errors
+from conveyor_server.service.load import CallLoad
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,19 @@ def status_for(error: errors.ConveyorError) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, str(error)
 
 
-def guarded(servicer: object, service: ServiceDescriptor, is_stopping: Callable[[], bool]) -> Any:
+def guarded(
+    servicer: object,
+    service: ServiceDescriptor,
+    is_stopping: Callable[[], bool],
+    load: CallLoad | None = None,
+) -> Any:
     """The servicer's RPC methods for `service`, each wrapped with the error mapping.
 
     Pass the result to the generated `add_*Servicer_to_server` in place of the
     servicer (a namespace of the wrapped methods; typed Any because the generated
-    stubs expect their servicer classes).
+    stubs expect their servicer classes). `load` counts the unary calls in flight.
     """
+    load = load if load is not None else CallLoad(lambda: 0)
     methods = {}
     for method in service.methods:
         inner = getattr(servicer, method.name)
@@ -57,20 +64,23 @@ def guarded(servicer: object, service: ServiceDescriptor, is_stopping: Callable[
         if method.client_streaming and method.server_streaming:
             methods[method.name] = _guard_stream(inner, path, is_stopping)
         elif not method.client_streaming and not method.server_streaming:
-            methods[method.name] = _guard_unary(inner, path, is_stopping)
+            methods[method.name] = _guard_unary(inner, path, is_stopping, load)
         else:
             raise TypeError(f"{path}: only unary and bidirectional methods are wrapped")
     return SimpleNamespace(**methods)
 
 
-def _guard_unary(inner: Any, method: str, is_stopping: Callable[[], bool]) -> Any:
+def _guard_unary(inner: Any, method: str, is_stopping: Callable[[], bool], load: CallLoad) -> Any:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if is_stopping():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
+        load.active += 1
         try:
             return await inner(request, context)
         except Exception as exc:
             await _abort_with(context, exc, method)
+        finally:
+            load.active -= 1
 
     return guarded
 

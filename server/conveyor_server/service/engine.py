@@ -62,6 +62,7 @@ class Engine:
         self._background: set[asyncio.Future[Any]] = set()
 
     async def start(self) -> None:
+        self.broker.store.watch(self)
         self.timer.start()
 
     async def stop(self) -> None:
@@ -261,6 +262,14 @@ class Engine:
         releasing.add_done_callback(_log_failure)
 
     # -- consequences of writes ----------------------------------------------
+
+    # -- changes other brokers made to a shared store (core/store.py ChangeListener) --
+
+    def tasks_ready(self, queues: Sequence[str]) -> None:
+        self.waiters.notify_queues(queues)
+
+    def tasks_finished(self, task_ids: Sequence[str]) -> None:
+        self.waiters.notify_finished_ids(task_ids)
 
     def notify_written(self, tasks: Sequence[Task]) -> None:
         """Tasks committed outside the engine (the scheduler's): wake waiters, poke the timer."""

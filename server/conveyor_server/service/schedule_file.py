@@ -52,7 +52,6 @@ from conveyor_server.core.schedules.model import (
     ScheduleSource,
     TaskTemplate,
 )
-from conveyor_server.rpc.schedule_codec import decode_schedule, encode_schedule
 
 log = logging.getLogger("conveyor.schedules")
 
@@ -111,8 +110,7 @@ def load_schedule_file(path: str | os.PathLike[str]) -> list[Schedule]:
             schedule = _schedule(name, table)
         except (ValueError, TypeError) as exc:
             raise ScheduleFileError(f"{path}: schedule {name!r}: {exc}") from None
-        # Round-trip through the stored form, so comparing with the store is exact.
-        schedules.append(decode_schedule(encode_schedule(schedule)))
+        schedules.append(schedule)
     return schedules
 
 

@@ -45,6 +45,11 @@ class Waiters:
         self._claimable: set[LeaseWait] = set()
         self._count = 0
 
+    @property
+    def parked(self) -> int:
+        """Calls parked here now (Lease and GetResult long polls, streams' leasers)."""
+        return self._count
+
     def _reserve(self) -> None:
         if self._count >= self._max:
             raise ResourceExhausted(
@@ -134,6 +139,13 @@ class Waiters:
             for future in list(self._by_task.get(task.id, ())):
                 if not future.done():
                     future.set_result(task)
+
+    def notify_finished_ids(self, task_ids: Iterable[str]) -> None:
+        """Another process finished these tasks: the parked calls read them again."""
+        for task_id in task_ids:
+            for future in list(self._by_task.get(task_id, ())):
+                if not future.done():
+                    future.set_result(None)
 
     def release_all(self) -> None:
         """Complete every parked call (shutdown): Lease answers empty, GetResult answers now."""

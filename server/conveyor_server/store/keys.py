@@ -1,14 +1,15 @@
 """Index key layout: fixed-width big-endian fields, so byte order is time/priority order.
 
-tasks      id                                              -> Task record (protobuf)
+tasks      id                                              -> Task record (store/record.py)
+payloads   id                                              -> payload bytes (written once)
 ready      queue 0x00 | 0x7fffffff-priority u32 | run_at_us u64 | sequence u64 -> id
 scheduled  run_at_us u64 | sequence u64                    -> id
 leases     lease_expires_at_us u64 | id                    -> b""
 deadlines  deadline_us u64 | id                            -> b""   (SCHEDULED/READY only)
 retention  remove_at_us u64 | id                           -> b""   (final tasks)
 unique     queue 0x00 | unique_key                         -> id
-meta       b"schema_version" -> u32, b"sequence" -> u64
-schedules  b"n" | name                                     -> Schedule record (protobuf)
+meta       b"schema_version" -> u64, b"sequence" -> u64
+schedules  b"n" | name                            -> Schedule record (store/schedule_record.py)
            b"t" | next_fire_time_us u64 | name             -> b""   (active schedules only)
 """
 

@@ -1,4 +1,4 @@
-"""LMDB store: named databases, schema version, map growth, one writer thread with group commit.
+"""LMDB store: named databases, schema version, map growth, group commit on one writer thread.
 
 Durability promise: `write()` futures resolve only after the LMDB transaction
 holding the change is committed. In `sync` mode (the default) every commit is
@@ -7,78 +7,47 @@ In `nosync` mode commits are flushed to disk by a background sync about once a
 second: a process crash loses nothing, an OS crash can lose the last moments
 and, on file systems that reorder writes, can damage the store; it is opt-in.
 
-Group commit: RPC handlers on the event loop hand write functions to one
-writer thread. The thread takes everything that is waiting (up to
-`max_group`), applies each function in a nested transaction (so one that
-raises is rolled back alone), commits once, fsyncs once, then resolves all
-their futures. Batches form from what is waiting, never from a timer, so an
-idle broker adds no latency. Key layout: see store/keys.py.
-
-Inline commits: writes asked for on an event loop are first gathered until
-the end of that loop turn. If the writer thread is idle (nothing queued or
-committing) and the turn asked for at most `inline_max` writes, the loop
-commits them itself, in one transaction: no hand-off to the writer thread and
-back (two thread wake-ups and a GIL hand-over each way). Otherwise they go to
-the writer thread, in order. The loop is blocked during that fsync (~0.1 ms
-here; the GIL is released), which is why only small turns go inline: a burst
-of writes keeps the writer thread's overlap of fsync with RPC work. Measured
-on the round trip: broker CPU per trip 3,300 -> 2,700 us; see
-docs/performance.md.
+Writes go through store/group_commit.py: each write function runs in a nested
+transaction (rolled back alone if it raises) inside one group transaction,
+committed and fsync'd once. Key layout: store/keys.py; records: store/record.py
+and store/schedule_record.py.
 
 `writemap` is never used: with it a full disk kills the process with SIGBUS.
 """
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import logging
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 
 from conveyor_server.core.errors import ConveyorError, StoreFull, StoreSchemaError
 from conveyor_server.store import keys
-from conveyor_server.store.base import DATABASES, SCHEMA_VERSION
-from conveyor_server.store.tasks import TaskTxn, run_write
+from conveyor_server.store.base import DATABASES, SCHEMA_VERSION, KvTxn
+from conveyor_server.store.group_commit import GroupCommitter, Outcome, Write
+from conveyor_server.store.kv_txn import KvTaskTxn, run_write
+
+if TYPE_CHECKING:
+    from conveyor_server.core.store import ChangeListener, TaskTxn
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
-_STOP = object()
-_BUSY_READY = 2  # callbacks waiting on the loop beyond which a turn's writes go to the writer
 _GROW_AT = 0.8
 #: New tasks are refused once live data passes this share of max_bytes; the rest
 #: is kept for the writes that drain the store (lease, ack, fail, retention).
 _GROWTH_LIMIT = 0.9
-_Write = tuple[Callable[[TaskTxn], Any], Future[Any], bool]
-
-
-def _has_other_work(loop: asyncio.AbstractEventLoop | None) -> bool:
-    """Whether enough other callbacks wait on the loop that an fsync there would hold up RPCs.
-
-    Reads the ready queue of CPython's event loops (`_ready`, a deque); a loop
-    without one counts as busy, which keeps every write on the writer thread.
-    Measured at the end of turns that wrote: one-at-a-time traffic (a round
-    trip, a worker's stream) finds 0-2 callbacks waiting; 64 unary Enqueue
-    calls in flight find 3-20, and committing there cost them a quarter of
-    their throughput.
-    """
-    ready = getattr(loop, "_ready", None)
-    return ready is None or len(ready) > _BUSY_READY
-
-
-def _refuse(future: Future[Any]) -> None:
-    if future.set_running_or_notify_cancel():  # False: cancelled, nobody is waiting
-        future.set_exception(RuntimeError("store is closed"))
+#: Rewrites a store of schema version N into version N + 1, inside one transaction.
+Upgrade = Callable[[KvTxn], None]
 
 
 class StoreLocked(ConveyorError):
@@ -133,6 +102,7 @@ class LmdbStore:
         initial_map_bytes: int = GIB,
         max_group: int = 2000,
         inline_max: int = 4,
+        upgrades: Mapping[int, Upgrade] | None = None,
     ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -158,25 +128,20 @@ class LmdbStore:
             self._env.reader_check()
             self._map_size = max(self._map_size, self._env.info()["map_size"])
             self._dbs = {name: self._env.open_db(name.encode()) for name in DATABASES}
-            self._check_schema()
+            self._check_schema(upgrades or {})
         except BaseException:  # a refused open must not keep the directory locked
             self._env.close()
             self._lock_file.close()
             raise
         self._page_size: int = self._env.stat()["psize"]
         self._resize_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._is_accepting_growth = True
+        self._has_committed = False  # whether the last group committed (apply_group)
         self._last_flush = time.monotonic()
-        self._inline_max = inline_max
-        self._inline_loop: asyncio.AbstractEventLoop | None = None
-        self._inline_batch: list[_Write] = []
-        self._write_lock = threading.Lock()  # held while a transaction is open for writing
-        self._count_lock = threading.Lock()
-        self._queued = 0  # writes handed to the writer thread and not yet committed
-        self._writer = threading.Thread(target=self._run_writer, name="lmdb-writer", daemon=True)
-        self._writer.start()
+        self.committer = GroupCommitter(
+            self, name="lmdb-writer", max_group=max_group, inline_max=inline_max
+        )
 
     # -- public interface --------------------------------------------------
 
@@ -186,26 +151,23 @@ class LmdbStore:
             future.set_exception(RuntimeError("store is closed"))
         elif is_growth and not self._is_accepting_growth:
             future.set_exception(self._full_error())
-        elif self._gathers_on_this_loop():
-            self._inline_batch.append((fn, future, is_growth))
-            if len(self._inline_batch) == 1:
-                self._inline_loop.call_soon(self._flush_turn)  # type: ignore[union-attr]
         else:
-            self._to_writer([(fn, future, is_growth)])
+            self.committer.submit((fn, future, is_growth))
         return future
 
     def read(self, fn: Callable[[TaskTxn], T]) -> T:
         with self._resize_lock, self._env.begin(write=False) as txn:
-            return fn(TaskTxn(_LmdbKv(txn, self._dbs)))
+            return fn(KvTaskTxn(_LmdbKv(txn, self._dbs)))
+
+    def watch(self, listener: ChangeListener) -> None:
+        """Nothing to report: only this process writes an LMDB data directory (the lock)."""
 
     def close(self) -> None:
         """Finish queued writes, flush, and release the data directory."""
         if self._closed:
             return
         self._closed = True
-        self._to_writer(self._take_turn())  # gathered this loop turn: committed, not lost
-        self._queue.put(_STOP)
-        self._writer.join()
+        self.committer.close()
         self._env.sync(True)
         self._env.close()
         self._lock_file.close()
@@ -213,53 +175,6 @@ class LmdbStore:
     @property
     def map_size(self) -> int:
         return self._map_size
-
-    # -- where a write commits -------------------------------------------------
-
-    def _gathers_on_this_loop(self) -> bool:
-        """Whether this write is asked for on the event loop that gathers inline writes."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # a thread without a loop: straight to the writer thread
-            return False
-        if self._inline_loop is None:
-            self._inline_loop = loop
-        return loop is self._inline_loop
-
-    def _take_turn(self) -> list[_Write]:
-        batch, self._inline_batch = self._inline_batch, []
-        return batch
-
-    def _flush_turn(self) -> None:
-        """End of a loop turn: commit its writes here, or hand them to the writer thread."""
-        batch = self._take_turn()
-        if not batch:
-            return
-        if self._closed:
-            for _, future, _ in batch:
-                _refuse(future)
-            return
-        if (
-            len(batch) <= self._inline_max
-            and self._queued == 0  # nothing asked for earlier is still waiting to commit
-            and not _has_other_work(self._inline_loop)
-            and not self._is_flush_due()  # a whole-file flush does not belong on the loop
-            and self._write_lock.acquire(blocking=False)
-        ):
-            try:
-                self._commit_safely(batch)
-            finally:
-                self._write_lock.release()
-        else:
-            self._to_writer(batch)
-
-    def _to_writer(self, batch: list[_Write]) -> None:
-        if not batch:
-            return
-        with self._count_lock:
-            self._queued += len(batch)
-        for item in batch:
-            self._queue.put(item)
 
     # -- opening -------------------------------------------------------------
 
@@ -274,56 +189,71 @@ class LmdbStore:
             ) from None
         return lock_file
 
-    def _check_schema(self) -> None:
+    def _check_schema(self, upgrades: Mapping[int, Upgrade]) -> None:
+        """Stamp a new store, upgrade an older one step by step, refuse anything else."""
+        meta = self._dbs["meta"]
         with self._env.begin(write=True) as txn:
-            stored = txn.get(b"schema_version", db=self._dbs["meta"])
+            stored = txn.get(b"schema_version", db=meta)
             if stored is None:
                 if txn.stat(self._dbs["tasks"])["entries"]:
                     raise StoreSchemaError(
                         f"{str(self.path)!r} holds tasks but no schema version; "
                         "it was not written by Conveyor"
                     )
-                txn.put(b"schema_version", keys.pack_u64(SCHEMA_VERSION), db=self._dbs["meta"])
+                txn.put(b"schema_version", keys.pack_u64(SCHEMA_VERSION), db=meta)
                 return
             version = keys.unpack_u64(stored)
-        if version != SCHEMA_VERSION:
-            raise StoreSchemaError(
-                f"{str(self.path)!r} has store schema version {version}, this Conveyor "
-                f"reads version {SCHEMA_VERSION}; use a matching Conveyor release"
-            )
+            if version > SCHEMA_VERSION:
+                raise StoreSchemaError(
+                    f"{str(self.path)!r} has store schema version {version}; this Conveyor "
+                    f"reads version {SCHEMA_VERSION}: use a newer Conveyor release"
+                )
+            while version < SCHEMA_VERSION:
+                upgrade = upgrades.get(version)
+                if upgrade is None:
+                    raise StoreSchemaError(
+                        f"{str(self.path)!r} has store schema version {version} and no upgrade "
+                        f"to {SCHEMA_VERSION} was given; open it with `conveyor serve`, "
+                        "which upgrades it in place (see docs/operations.md)"
+                    )
+                upgrade(_LmdbKv(txn, self._dbs))
+                version += 1
+                txn.put(b"schema_version", keys.pack_u64(version), db=meta)
+                log.info("store %s upgraded to schema version %d", self.path, version)
 
-    # -- the writer thread ---------------------------------------------------
+    # -- the group commit backend (called on the writer thread, or inline) ------
 
-    def _run_writer(self) -> None:
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            batch = [item]
-            while len(batch) < self._max_group:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
+    def apply_group(self, batch: list[Write]) -> list[Outcome]:
+        """Apply a group; on a full map grow it and retry, or refuse only the growth writes."""
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        pending = list(range(len(batch)))
+        self._has_committed = False
+        while pending:
             try:
-                with self._write_lock:
-                    self._commit_safely(batch)
-            finally:
-                with self._count_lock:
-                    self._queued -= len(batch)
-        # Anything submitted after close() began is refused rather than lost silently.
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                _refuse(item[1])
+                applied = self._apply([batch[i] for i in pending])
+            except lmdb.MapFullError:
+                if self._grow():
+                    continue
+                if not any(batch[i][2] for i in pending):
+                    full: Outcome = (False, self._full_error())
+                    for i in pending:
+                        outcomes[i] = full
+                    break
+                # Keep the draining writes; refuse only the ones that add tasks.
+                self._is_accepting_growth = False
+                for i in pending:
+                    if batch[i][2]:
+                        outcomes[i] = (False, self._full_error())
+                pending = [i for i in pending if not batch[i][2]]
+                continue
+            for i, outcome in zip(pending, applied, strict=True):
+                outcomes[i] = outcome
+            self._has_committed = True
+            break
+        return outcomes  # type: ignore[return-value]  # every slot is set above
+
+    def is_inline_allowed(self) -> bool:
+        return not self._is_flush_due()  # a whole-file flush does not belong on the loop
 
     def _full_error(self) -> StoreFull:
         return StoreFull(
@@ -331,53 +261,8 @@ class LmdbStore:
             "new tasks are refused until workers drain it or the limit is raised"
         )
 
-    def _commit_safely(self, batch: list[_Write]) -> None:
-        """Commit a group; anything that escapes fails the group's open futures instead of
-        ending the writer thread (every later write would hang) or the loop's callback."""
-        try:
-            self._commit_group(batch)
-        except Exception as exc:
-            log.exception("store: a group of %d writes failed", len(batch))
-            for _, future, _ in batch:
-                if not future.done():
-                    future.set_exception(exc)
-
-    def _commit_group(self, batch: list[_Write]) -> None:
-        # A write whose future was cancelled before it ran is not applied (and a result
-        # set on a cancelled future would raise here and end the writer thread).
-        batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
-        if not batch:
-            return
-        while True:
-            try:
-                outcomes = self._apply(batch)
-            except lmdb.MapFullError:
-                if self._grow():
-                    continue
-                if any(is_growth for _, _, is_growth in batch):
-                    # Keep the draining writes; refuse only the ones that add tasks.
-                    self._is_accepting_growth = False
-                    for _, future, is_growth in batch:
-                        if is_growth:
-                            future.set_exception(self._full_error())
-                    batch = [item for item in batch if not item[2]]
-                    if batch:
-                        continue
-                    return
-                outcomes = [(False, self._full_error())] * len(batch)
-            except Exception as exc:  # a commit failure: nothing in the group is durable
-                log.exception("store commit failed for a group of %d writes", len(batch))
-                outcomes = [(False, exc)] * len(batch)
-            break
-        for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-        self._after_commit()
-
-    def _apply(self, batch: list[_Write]) -> list[Any]:
-        outcomes: list[tuple[bool, Any]] = []
+    def _apply(self, batch: list[Write]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         with self._env.begin(write=True) as txn:
             for fn, _, _ in batch:
                 child = self._env.begin(write=True, parent=txn)
@@ -394,7 +279,9 @@ class LmdbStore:
                     outcomes.append((True, value))
         return outcomes
 
-    def _after_commit(self) -> None:
+    def after_commit(self) -> None:
+        if not self._has_committed:  # every write was refused: nothing changed on disk
+            return
         used = (self._env.info()["last_pgno"] + 1) * self._page_size
         if used > _GROW_AT * self._map_size:
             self._grow()

@@ -6,10 +6,13 @@ import bisect
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from conveyor_server.store.base import DATABASES
-from conveyor_server.store.tasks import TaskTxn, run_write
+from conveyor_server.store.kv_txn import KvTaskTxn, run_write
+
+if TYPE_CHECKING:
+    from conveyor_server.core.store import ChangeListener, TaskTxn
 
 T = TypeVar("T")
 
@@ -96,7 +99,10 @@ class MemoryStore:
 
     def read(self, fn: Callable[[TaskTxn], T]) -> T:
         with self._lock:
-            return fn(TaskTxn(_MemoryKv(self._tables, writable=False)))
+            return fn(KvTaskTxn(_MemoryKv(self._tables, writable=False)))
+
+    def watch(self, listener: ChangeListener) -> None:
+        """Nothing to report: a memory store belongs to one process."""
 
     def close(self) -> None:
         pass

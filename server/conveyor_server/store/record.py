@@ -1,16 +1,24 @@
 """Task records as stored: a version byte, then a marshal'd tuple of the task's fields.
 
+The tuple is Task's fields in declaration order without the payload, derived
+from `dataclasses.fields` (never listed by hand). A field added *at the end* of
+Task with a default needs no new version: older records decode with the
+default. Reordering or removing a field needs a new RECORD_VERSION.
+
 Why not the protobuf Task message: converting between the model and protobuf
 costs ~31 µs per record round trip in Python, marshal ~4 µs, and a task is
 read and written twice on its way through the broker (lease, then ack).
 marshal is pinned to format 4, which every Python since 3.4 reads. The
 payload is not in the record (it sits in the `payloads` database, written
-once). Change the tuple, bump RECORD_VERSION and teach `decode` the old one.
+once).
 """
 
 from __future__ import annotations
 
 import marshal
+from dataclasses import fields
+from operator import attrgetter
+from typing import Any
 
 from conveyor_server.core.model import RetryPolicy, Task, TaskError, TaskResult, TaskState
 
@@ -22,69 +30,59 @@ _STATES = {int(state): state for state in TaskState}  # a dict lookup; TaskState
 _POLICIES: dict[tuple[float, float, float, float], RetryPolicy] = {}
 _MAX_POLICIES = 1024
 
+#: The record's tuple: Task's fields in declaration order, without the payload.
+_FIELDS = tuple(f.name for f in fields(Task) if f.name != "payload")
+_DEFAULTS = {
+    f.name: f.default_factory() if callable(f.default_factory) else f.default for f in fields(Task)
+}
+_PAYLOAD_AT = [f.name for f in fields(Task)].index("payload")
+_read_fields = attrgetter(*_FIELDS)
+_STATE_AT = _FIELDS.index("state")
+_RETRY_AT = _FIELDS.index("retry_policy")
+_ERROR_AT = _FIELDS.index("last_error")
+_RESULT_AT = _FIELDS.index("result")
+_RETRY_FIELDS = attrgetter(*(f.name for f in fields(RetryPolicy)))
+_ERROR_FIELDS = attrgetter(*(f.name for f in fields(TaskError)))
+_RESULT_FIELDS = attrgetter(*(f.name for f in fields(TaskResult)))
+
+
+def _encode_values(task: Task) -> tuple[Any, ...]:
+    values = list(_read_fields(task))
+    values[_STATE_AT] = int(values[_STATE_AT])
+    values[_RETRY_AT] = _RETRY_FIELDS(values[_RETRY_AT])
+    error = values[_ERROR_AT]
+    values[_ERROR_AT] = None if error is None else _ERROR_FIELDS(error)
+    result = values[_RESULT_AT]
+    values[_RESULT_AT] = None if result is None else _RESULT_FIELDS(result)
+    return tuple(values)
+
 
 def encode(task: Task) -> bytes:
-    rp = task.retry_policy
-    error = task.last_error
-    result = task.result
-    return _PREFIX + marshal.dumps(
-        (
-            task.id,
-            task.queue,
-            task.kind,
-            task.content_type,
-            task.headers,
-            task.priority,
-            task.run_at,
-            task.deadline,
-            task.max_attempts,
-            (rp.initial_backoff, rp.multiplier, rp.max_backoff, rp.jitter),
-            task.lease_duration,
-            task.unique_key,
-            task.unique_window,
-            task.result_retention,
-            int(task.state),
-            task.sequence,
-            task.created_at,
-            task.updated_at,
-            task.attempt,
-            task.leased_at,
-            task.lease_expires_at,
-            task.lease_token,
-            task.worker_id,
-            task.cancel_requested,
-            task.finished_at,
-            None
-            if error is None
-            else (error.type, error.message, error.details, error.attempt, error.failed_at),
-            None if result is None else (result.data, result.content_type),
-        ),
-        4,
-    )
+    return _PREFIX + marshal.dumps(_encode_values(task), 4)
 
 
 def decode(data: bytes, payload: bytes) -> Task:
     if data[:1] != _PREFIX:
         raise ValueError(f"unknown task record version {data[:1]!r}")
-    (
-        task_id, queue, kind, content_type, headers, priority, run_at, deadline,
-        max_attempts, retry, lease_duration, unique_key, unique_window, result_retention,
-        state, sequence, created_at, updated_at, attempt, leased_at, lease_expires_at,
-        lease_token, worker_id, cancel_requested, finished_at, error, result,
-    ) = marshal.loads(data[1:])  # fmt: skip
+    values = list(marshal.loads(data[1:]))
+    if len(values) < len(_FIELDS):  # a record from before a field was added at the end
+        values.extend(_DEFAULTS[name] for name in _FIELDS[len(values) :])
+    retry = values[_RETRY_AT]
     policy = _POLICIES.get(retry)
     if policy is None:
         policy = RetryPolicy(*retry)
         if len(_POLICIES) < _MAX_POLICIES:
             _POLICIES[retry] = policy
-    return Task(
-        task_id, queue, kind, payload, content_type, headers, priority, run_at, deadline,
-        max_attempts, policy, lease_duration, unique_key, unique_window,
-        result_retention, _STATES[state], sequence, created_at, updated_at, attempt,
-        leased_at, lease_expires_at, lease_token, worker_id, cancel_requested, finished_at,
-        None if error is None else TaskError(*error),
-        None if result is None else TaskResult(*result),
-    )  # fmt: skip
+    values[_RETRY_AT] = policy
+    values[_STATE_AT] = _STATES[values[_STATE_AT]]
+    error = values[_ERROR_AT]
+    if error is not None:
+        values[_ERROR_AT] = TaskError(*error)
+    result = values[_RESULT_AT]
+    if result is not None:
+        values[_RESULT_AT] = TaskResult(*result)
+    values.insert(_PAYLOAD_AT, payload)
+    return Task(*values)
 
 
 def index_state(data: bytes) -> Task:

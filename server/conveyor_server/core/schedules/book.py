@@ -35,7 +35,7 @@ from conveyor_server.core.schedules.model import (
 )
 
 if TYPE_CHECKING:
-    from conveyor_server.store.tasks import TaskTxn
+    from conveyor_server.core.store import TaskTxn
 
 #: Schedules one fire_due pass looks at; more due ones wait for the next pass.
 DUE_BATCH = 100

@@ -1,27 +1,28 @@
-"""TaskTxn: the store's transactional verbs (tasks, indexes, uniqueness) over any KvTxn.
+"""KvTaskTxn: the core's TaskTxn verbs (tasks, indexes, uniqueness, schedules) over any KvTxn.
 
-Both stores share this class, so the index rules are written once and the
-contract tests exercise them against LMDB and memory alike.
+The ordered-KV stores (LMDB, memory) share this class, so the index rules are
+written once and the contract tests exercise them against both alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from conveyor_server.core.model import Task
 from conveyor_server.core.schedules.model import Schedule
-from conveyor_server.rpc.schedule_codec import decode_schedule, encode_schedule
-from conveyor_server.store import keys, record
+from conveyor_server.core.store import TIME_INDEXES
+from conveyor_server.store import keys, record, schedule_record
 from conveyor_server.store.base import KvTxn
+
+if TYPE_CHECKING:
+    from conveyor_server.core.store import TaskTxn
 
 T = TypeVar("T")
 
-_TIME_INDEXES = ("scheduled", "leases", "deadlines", "retention")
 
-
-class TaskTxn:
-    """Task-level operations inside one transaction.
+class KvTaskTxn:
+    """The core's TaskTxn (core/store.py) inside one KV transaction.
 
     It remembers the index entries of every task it loaded, so `put_task`
     can move a task between indexes without the caller knowing the layout.
@@ -95,7 +96,7 @@ class TaskTxn:
         """Earliest time any timer index is due, or None if all are empty."""
         times = [
             keys.key_time(items[0][0])
-            for index in _TIME_INDEXES
+            for index in TIME_INDEXES
             if (items := self._kv.scan(index, b"", None, 1))
         ]
         return min(times) if times else None
@@ -111,7 +112,7 @@ class TaskTxn:
         self._kv.delete("unique", keys.unique_key(queue, unique_key))
 
     def next_sequence(self) -> int:
-        """The next enqueue sequence number; stored once per transaction, by `finish`."""
+        """The next enqueue sequence number; stored once per write, by `flush`."""
         if self._sequence is None:
             data = self._kv.get("meta", b"sequence")
             self._sequence = keys.unpack_u64(data) if data is not None else 0
@@ -129,12 +130,14 @@ class TaskTxn:
 
     def get_schedule(self, name: str) -> Schedule | None:
         data = self._kv.get("schedules", keys.schedule_key(name))
-        return decode_schedule(data) if data is not None else None
+        return schedule_record.decode(data) if data is not None else None
 
     def put_schedule(self, schedule: Schedule) -> None:
         """Write a schedule and keep its due-index entry in line with its cursor."""
         self._delete_schedule_due(schedule.name)
-        self._kv.put("schedules", keys.schedule_key(schedule.name), encode_schedule(schedule))
+        self._kv.put(
+            "schedules", keys.schedule_key(schedule.name), schedule_record.encode(schedule)
+        )
         if schedule.is_active:
             assert schedule.next_fire_time is not None
             due_key = keys.schedule_due_key(schedule.next_fire_time, schedule.name)
@@ -148,7 +151,7 @@ class TaskTxn:
         """Every schedule, in name order."""
         prefix = keys.SCHEDULE_PREFIX
         items = self._kv.scan("schedules", prefix, _after_prefix(prefix), 1 << 62)
-        return [decode_schedule(value) for _, value in items]
+        return [schedule_record.decode(value) for _, value in items]
 
     def due_schedule_names(self, now: float, limit: int) -> list[str]:
         """Active schedules whose next fire time is <= now, earliest first."""
@@ -179,10 +182,10 @@ def _after_prefix(prefix: bytes) -> bytes:
 
 
 def run_write(kv: KvTxn, fn: Callable[[TaskTxn], T]) -> T:
-    """Run a write function on a store's transaction, then flush what TaskTxn kept back
-    (the enqueue sequence, written once per write). Every store's write() goes through
-    here: without the flush, sequence numbers would be handed out again."""
-    txn = TaskTxn(kv)
+    """Run a write function on a KV transaction, then flush what KvTaskTxn kept back
+    (the enqueue sequence, written once per write). Every KV store's write() goes
+    through here: without the flush, sequence numbers would be handed out again."""
+    txn = KvTaskTxn(kv)
     result = fn(txn)
     txn.flush()
     return result

@@ -1,0 +1,132 @@
+"""The store seam: the transactional verbs the core writes through, owned by the core.
+
+A store runs *write functions*: `store.write(fn)` applies `fn(txn)` inside a
+write transaction and resolves the returned future only after the transaction
+that holds the change is committed. A write function that raises leaves no
+trace (its changes are rolled back) and its future carries the exception;
+other functions committed in the same group are unaffected.
+
+Two families implement it: the ordered-KV stores (`store/kv_txn.py` over LMDB
+or memory) and, later, SQL stores. The core imports this module only; it never
+names a concrete store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Protocol, TypeVar
+
+from conveyor_server.core.model import Task
+from conveyor_server.core.schedules.model import Schedule
+
+T = TypeVar("T")
+
+#: Timer indexes `TaskTxn.due_task_ids` reads: delayed tasks, leases, deadlines, retention.
+TIME_INDEXES = ("scheduled", "leases", "deadlines", "retention")
+
+
+class TaskTxn(Protocol):
+    """Task, index, uniqueness, sequence and schedule verbs inside one transaction."""
+
+    def get_task(self, task_id: str) -> Task | None: ...
+
+    def put_task(self, task: Task, *, is_new: bool = False) -> None:
+        """Write a task and bring its index entries in line with its state.
+
+        `is_new`: the caller knows no record exists (it just looked, or made the id).
+        """
+        ...
+
+    def delete_task(self, task: Task) -> None: ...
+
+    def ready_task_ids(self, queue: str, limit: int) -> list[str]:
+        """READY tasks of a queue in lease order: priority, run time, sequence."""
+        ...
+
+    def due_task_ids(self, index: str, now: float, limit: int) -> list[str]:
+        """Tasks whose time in `index` (one of TIME_INDEXES) is <= now, earliest first."""
+        ...
+
+    def next_due_time(self) -> float | None:
+        """Earliest time any timer index is due, or None if all are empty."""
+        ...
+
+    def get_unique(self, queue: str, unique_key: str) -> str | None: ...
+
+    def put_unique(self, queue: str, unique_key: str, task_id: str) -> None: ...
+
+    def delete_unique(self, queue: str, unique_key: str) -> None: ...
+
+    def next_sequence(self) -> int:
+        """The next enqueue sequence number (strictly increasing across commits)."""
+        ...
+
+    def get_schedule(self, name: str) -> Schedule | None: ...
+
+    def put_schedule(self, schedule: Schedule) -> None:
+        """Write a schedule and keep its due entry in line with its cursor."""
+        ...
+
+    def delete_schedule(self, name: str) -> None: ...
+
+    def list_schedules(self) -> list[Schedule]:
+        """Every schedule, in name order."""
+        ...
+
+    def due_schedule_names(self, now: float, limit: int) -> list[str]:
+        """Active schedules whose next fire time is <= now, earliest first."""
+        ...
+
+    def next_schedule_due_time(self) -> float | None:
+        """Earliest next fire time of any active schedule, or None."""
+        ...
+
+    def count(self, index: str) -> int:
+        """Number of entries in an index (for tests and operators; may be O(n))."""
+        ...
+
+
+class ChangeListener(Protocol):
+    """Told about changes that *other processes* made to a shared store.
+
+    The broker that made a change wakes its own waiters itself; this is for
+    stores that several brokers share, so that a Lease parked on broker B
+    wakes for a task enqueued on broker A. Calls arrive on the event loop
+    the listener was registered from (a store hands them over with
+    `loop.call_soon_threadsafe` if it learns of them on another thread).
+    """
+
+    def tasks_ready(self, queues: Sequence[str]) -> None:
+        """Tasks became READY on these queues (enqueued, retried, delay over)."""
+        ...
+
+    def tasks_finished(self, task_ids: Sequence[str]) -> None:
+        """These tasks reached a final state (a parked GetResult may answer)."""
+        ...
+
+
+class Store(Protocol):
+    """What the core needs from persistence."""
+
+    def write(self, fn: Callable[[TaskTxn], T], *, is_growth: bool = False) -> Future[T]:
+        """Run fn in a write transaction; the future resolves after commit.
+
+        `is_growth` marks writes that add tasks (enqueue). Near its size limit a
+        store refuses them with StoreFull but keeps room for the writes that
+        drain it (lease, ack, fail, retention), so a full broker can recover.
+        """
+        ...
+
+    def read(self, fn: Callable[[TaskTxn], T]) -> T:
+        """Run fn in a short read transaction and return its result."""
+        ...
+
+    def watch(self, listener: ChangeListener) -> None:
+        """Report other processes' changes to `listener` from now on.
+
+        A store only this process writes (LMDB, memory) never calls it.
+        """
+        ...
+
+    def close(self) -> None: ...

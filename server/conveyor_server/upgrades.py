@@ -1,0 +1,25 @@
+"""Store schema upgrades that need the API's codecs (wiring: this layer may import protobuf).
+
+Schema 1 stored schedules as conveyor.v1.Schedule protobuf messages; schema 2
+stores the store's own record (store/schedule_record.py), so that an API change
+cannot change the on-disk format. The LMDB store runs these in one transaction
+when it opens an older data directory.
+"""
+
+from __future__ import annotations
+
+from conveyor_server.rpc.schedule_codec import decode_schedule
+from conveyor_server.store import keys, schedule_record
+from conveyor_server.store.base import KvTxn
+from conveyor_server.store.lmdb_store import Upgrade
+
+
+def schedules_to_store_records(kv: KvTxn) -> None:
+    """Schema 1 -> 2: re-encode every schedule record; due entries are unchanged."""
+    prefix = keys.SCHEDULE_PREFIX
+    for key, value in kv.scan("schedules", prefix, bytes([prefix[0] + 1]), 1 << 62):
+        kv.put("schedules", key, schedule_record.encode(decode_schedule(value)))
+
+
+#: Upgrades by the schema version they start from.
+LMDB_UPGRADES: dict[int, Upgrade] = {1: schedules_to_store_records}
