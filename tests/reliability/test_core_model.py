@@ -40,9 +40,9 @@ from conveyor_server.core.model import (
     TaskState,
 )
 from conveyor_server.core.settings import BrokerSettings
+from conveyor_server.store.kv_txn import KvTaskTxn
 from conveyor_server.store.lmdb_store import LmdbStore
 from conveyor_server.store.memory import MemoryStore
-from conveyor_server.store.tasks import TaskTxn
 from tests.reliability.sizes import pick
 from tests.reliability.task_model import Model, ModelTask, Verdict
 
@@ -382,10 +382,10 @@ def test_model_catches_a_broker_that_accepts_stale_tokens(monkeypatch: pytest.Mo
 def test_model_catches_a_lease_order_that_ignores_priority(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = TaskTxn.ready_task_ids
+    real = KvTaskTxn.ready_task_ids
 
-    def newest_first(self: TaskTxn, queue: str, limit: int) -> list[str]:
+    def newest_first(self: KvTaskTxn, queue: str, limit: int) -> list[str]:
         return list(reversed(real(self, queue, 1000)))[:limit]  # the planted bug
 
-    monkeypatch.setattr(TaskTxn, "ready_task_ids", newest_first)
+    monkeypatch.setattr(KvTaskTxn, "ready_task_ids", newest_first)
     _must_catch(MemoryBrokerMachine)
