@@ -2,7 +2,7 @@
 `conveyor serve` is killed and restarted on the same data dir, again and again.
 
 Lost, resurrected, completed twice and unexpected must all be 0; duplicate deliveries are
-allowed (at-least-once) and reported. CI: 50 short cycles; CONVEYOR_LONG_TESTS=1: 300.
+allowed (at-least-once) and reported. CI: 50 short cycles; CONVEYOR_LONG_TESTS=1: 200.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tests.reliability.ledger import SUCCEEDED, Ledger, count
 from tests.reliability.load import Load, read_back
 from tests.reliability.sizes import is_long, pick
 
-CYCLES = pick(50, 300)
+CYCLES = pick(50, 200)
 UP_SECONDS = (0.15, 0.45) if not is_long() else (0.2, 1.5)
 LEASE_SECONDS = 2.0
 

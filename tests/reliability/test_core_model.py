@@ -337,7 +337,7 @@ class LmdbBrokerMachine(BrokerMachine):
 
 
 _SIZE = settings(
-    max_examples=pick(100, 2000),
+    max_examples=pick(100, 1000),
     stateful_step_count=pick(50, 100),
     deadline=None,
     database=None,  # failures print their steps; no example files left in the checkout
