@@ -6,8 +6,11 @@ stop; every call has a deadline, so no thread can hang on a dead broker.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
+from collections import defaultdict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -49,7 +52,8 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 
 @dataclass
 class Load:
-    """Producers (unary Enqueue with client-chosen ids) and workers (Lease, then Ack)."""
+    """Producers (unary Enqueue with client-chosen ids) and workers: unary (Lease, then Ack)
+    and streaming (StreamWork: credits in, tasks out, acks in, outcomes out)."""
 
     address: str
     ledger: Ledger
@@ -60,13 +64,15 @@ class Load:
     threads: list[threading.Thread] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def start(self, producers: int, workers: int) -> None:
+    def start(self, producers: int, workers: int, stream_workers: int = 0) -> None:
         self.producing.set()
         self.working.set()
         for i in range(producers):
             self._spawn(self._produce, f"p{i}")
         for i in range(workers):
             self._spawn(self._work, f"w{i}")
+        for i in range(stream_workers):
+            self._spawn(self._stream_work, f"s{i}")
 
     def _spawn(self, target: object, name: str) -> None:
         thread = threading.Thread(target=self._guard, args=(target, name), name=name, daemon=True)
@@ -139,13 +145,7 @@ class Load:
     ) -> list[task_pb2.Task]:
         """Ack each task with its token as the result; keep them if the call itself failed
         (the retry after a restart meets the durable lease, or is rejected if it ran out)."""
-        items = [
-            worker_service_pb2.AckItem(
-                lease=worker_service_pb2.LeaseRef(task_id=t.id, lease_token=t.lease_token),
-                result=task_pb2.TaskResult(data=t.lease_token.encode()),
-            )
-            for t in tasks
-        ]
+        items = [_ack_item(t) for t in tasks]
         try:
             response = stub.Ack(worker_service_pb2.AckRequest(acks=items), timeout=3)
         except grpc.RpcError as exc:
@@ -161,6 +161,59 @@ class Load:
             elif outcome.code != grpc.StatusCode.FAILED_PRECONDITION.value[0]:
                 self.errors.append(f"Ack item {task.id} got code {outcome.code}: {outcome.message}")
         return []
+
+    def _stream_work(self, name: str) -> None:
+        stub = worker_service_pb2_grpc.WorkerServiceStub(channel(self.address))
+        while self.working.is_set():
+            self._one_stream(stub, name)
+
+    def _one_stream(self, stub: worker_service_pb2_grpc.WorkerServiceStub, name: str) -> None:
+        """One StreamWork stream, ended by the broker's death or by a 5 s deadline (so the
+        thread notices stop()). Acks whose outcomes never came are simply not counted."""
+        outbox: queue.SimpleQueue[worker_service_pb2.StreamWorkRequest | None] = queue.SimpleQueue()
+        opening = worker_service_pb2.StreamWorkRequest(
+            open=worker_service_pb2.StreamWorkOpen(
+                queues=[QUEUE], lease_duration=_duration(self.lease_seconds), worker_id=name
+            ),
+            credits=20,
+        )
+
+        def requests() -> Iterator[worker_service_pb2.StreamWorkRequest]:
+            yield opening
+            while (item := outbox.get()) is not None:
+                yield item
+
+        awaiting: dict[str, deque[task_pb2.Task]] = defaultdict(deque)  # acked, in order
+        call = stub.StreamWork(requests(), timeout=5)
+        try:
+            for response in call:
+                for task in response.tasks:
+                    self.ledger.delivered(task.id, task.attempt, task.lease_token)
+                    awaiting[task.id].append(task)
+                if response.tasks:
+                    acks = [_ack_item(t) for t in response.tasks]
+                    outbox.put(
+                        worker_service_pb2.StreamWorkRequest(acks=acks, credits=len(response.tasks))
+                    )
+                for outcome in response.ack_outcomes:
+                    acked = awaiting[outcome.task_id].popleft()
+                    if outcome.code == 0:
+                        self.ledger.ack_ok(acked.id, acked.attempt, acked.lease_token)
+                    elif outcome.code != grpc.StatusCode.FAILED_PRECONDITION.value[0]:
+                        self.errors.append(f"stream ack {acked.id}: code {outcome.code}")
+        except grpc.RpcError:
+            time.sleep(0.02)  # the broker died or restarted, or the 5 s deadline passed
+        finally:
+            outbox.put(None)
+            call.cancel()
+
+
+def _ack_item(task: task_pb2.Task) -> worker_service_pb2.AckItem:
+    """An ack whose result is the lease token, so a stored result names its delivery."""
+    return worker_service_pb2.AckItem(
+        lease=worker_service_pb2.LeaseRef(task_id=task.id, lease_token=task.lease_token),
+        result=task_pb2.TaskResult(data=task.lease_token.encode()),
+    )
 
 
 def read_back(address: str, ids: set[str]) -> dict[str, Final]:

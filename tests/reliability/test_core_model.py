@@ -46,6 +46,8 @@ from conveyor_server.store.memory import MemoryStore
 from tests.reliability.sizes import pick
 from tests.reliability.task_model import Model, ModelTask, Verdict
 
+pytestmark = pytest.mark.timeout(pick(120, 1800))
+
 QUEUES = ("a", "b")
 CLIENT_IDS = ("c1", "c2", "c3")
 #: No jitter, so the model can compute each backoff exactly.
