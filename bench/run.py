@@ -145,3 +145,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="conveyor bench", description=__doc__)
     add_arguments(parser)
     sys.exit(run(parser.parse_args(argv)))
+
+
+def add_command(subparsers: Any) -> None:
+    """`conveyor bench` (entry point conveyor.commands): registered by this package."""
+    parser = subparsers.add_parser("bench", help="measure throughput against a fresh local broker")
+    add_arguments(parser)
+    parser.set_defaults(run=run)

@@ -25,6 +25,7 @@ from conveyor.v1 import (
 from conveyor_server.config import ServeConfig
 from conveyor_server.core.broker import Broker
 from conveyor_server.core.clock import SystemClock
+from conveyor_server.core.errors import ConveyorError
 from conveyor_server.core.schedules.book import ScheduleBook
 from conveyor_server.core.schedules.model import Schedule
 from conveyor_server.rpc.errors import guarded
@@ -54,6 +55,19 @@ _MAX_PENDING_CALLS = 20_000
 _REFUSAL_WINDOW_SECONDS = 0.25
 
 
+class _HealthServicer(HealthServicer):
+    """grpcio's health servicer, plus List (added to health.proto in 2024), which it leaves
+    UNIMPLEMENTED: probes that list services then see the same statuses Check gives."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        response = health_pb2.HealthListResponse()
+        for name, status in self._server_status.items():
+            response.statuses[name].status = status
+        return response
+
+
 class _GenericHandlersOnly:
     """The server as the generated `add_*Servicer_to_server` functions see it: generic handlers.
 
@@ -63,9 +77,7 @@ class _GenericHandlersOnly:
     (`asyncio.wait(..., FIRST_COMPLETED)`: a done-callback added to and removed
     from each). Routing our calls through the generic handlers instead serves
     the same methods with a pending request or two (reflection keeps its own; see
-    below). Measured (`python -m bench
-    --scenario enqueue-raw`, 3 runs each, alternating): raw unary Enqueue
-    1,877-2,170 -> 2,306-2,507/s, broker 490-566 -> 430-478 us of CPU per call.
+    below). Faster per unary call: docs/performance.md, "Decisions and their figures".
     """
 
     def __init__(self, server: grpc.aio.Server) -> None:
@@ -78,6 +90,10 @@ class _GenericHandlersOnly:
         """Skipped: the generic handler added alongside serves these methods."""
 
 
+class StartupRefused(ConveyorError):
+    """The broker cannot start as configured (e.g. its port is taken)."""
+
+
 async def serve(config: ServeConfig) -> None:
     """Run the broker until SIGTERM/SIGINT, then shut down gracefully."""
     credentials = None
@@ -85,7 +101,7 @@ async def serve(config: ServeConfig) -> None:
         try:
             credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         except OSError as exc:
-            raise SystemExit(f"conveyor: cannot read the TLS files: {exc}") from None
+            raise StartupRefused(f"cannot read the TLS files: {exc}") from None
     store = LmdbStore(
         config.data_dir,
         durable=config.is_durable,
@@ -102,6 +118,9 @@ async def serve(config: ServeConfig) -> None:
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
             ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
+            # grpcio turns SO_REUSEPORT on by default: a second broker on a busy port
+            # would start and share it with the first. A busy port must be an error.
+            ("grpc.so_reuseport", 0),
         ],
     )
 
@@ -133,11 +152,11 @@ async def serve(config: ServeConfig) -> None:
         ),
         registry,
     )
-    health = HealthServicer()
+    health = _HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, registry)
     # Reflection keeps its registered method (enable_server_reflection wants the real
-    # server): with none registered at all, raw unary Enqueue measured ~10 % slower
-    # (broker 510-616 vs 614-710 us per call, 4 alternating runs each).
+    # server): with none registered at all, raw unary Enqueue was slower (figures:
+    # docs/performance.md, "Decisions and their figures").
     reflection.enable_server_reflection(
         (
             *SERVICE_NAMES,
@@ -161,7 +180,13 @@ async def serve(config: ServeConfig) -> None:
             port = server.add_insecure_port(config.listen)
     except (RuntimeError, OSError) as exc:
         store.close()
-        raise SystemExit(f"conveyor: cannot listen on {config.listen}: {exc}") from None
+        raise StartupRefused(
+            f"cannot listen on {config.listen}: the address is in use or not available here"
+        ) from exc
+    requested = int(config.listen.rsplit(":", 1)[1])
+    if port == 0 or requested not in (0, port):
+        store.close()
+        raise StartupRefused(f"cannot listen on {config.listen}: the address is in use or invalid")
     await server.start()
     await engine.start()
     scheduler.start()

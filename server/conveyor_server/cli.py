@@ -2,7 +2,14 @@
 
 Every `serve` flag can also come from an environment variable named
 CONVEYOR_<FLAG> (e.g. --data-dir -> CONVEYOR_DATA_DIR); a flag on the command
-line wins over the variable.
+line wins over the variable. Both are declared once, in config.SERVE_OPTIONS,
+and parsed by the same function.
+
+Subcommands from other packages (the worker SDK's `worker`, the benchmarks'
+`bench`) register through the `conveyor.commands` entry point group, so this
+package never imports them: each entry point is a function that adds its
+subparser. One whose package is not installed (a slim image without `bench`)
+is left out.
 """
 
 from __future__ import annotations
@@ -13,177 +20,83 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
-from typing import Any
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, NoReturn
 
-from conveyor_server.config import ServeConfig, parse_duration, parse_size
-from conveyor_server.core.settings import BrokerSettings
+from conveyor_server.commands import schedule as schedule_commands
+from conveyor_server.config import SERVE_OPTIONS, ServeConfig, ServeOption, config_from
 
-_DEFAULTS = ServeConfig()
-_BROKER = BrokerSettings()
+ENTRY_POINT_GROUP = "conveyor.commands"
 
 
-def _env_option(
-    parser: argparse.ArgumentParser,
-    flag: str,
-    *,
-    default: Any,
-    help: str,
-    type: Callable[[str], Any] = str,
-    **kwargs: Any,
-) -> None:
-    env_name = "CONVEYOR_" + flag.lstrip("-").replace("-", "_").upper()
-    raw = os.environ.get(env_name)
-    value = default
-    if raw is not None:
+class CommandParser(argparse.ArgumentParser):
+    """argparse with a one-line error (exit 2): `conveyor serve: --listen: ...`."""
+
+    def error(self, message: str) -> NoReturn:
+        message = message.removeprefix("argument ")
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _argparse_type(option: ServeOption) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
-            value = type(raw)
+            return option.parse(text)
         except ValueError as exc:
-            parser.error(f"{env_name}: {exc}")
-    parser.add_argument(
-        flag,
-        default=value,
-        type=type,
-        help=f"{help} [env {env_name}; default {default}]",
-        **kwargs,
-    )
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = option.dest  # argparse names the flag's type in some messages
+    return parse
+
+
+def _shown(option: ServeOption) -> str:
+    default = option.default
+    return option.show(default) if default not in ("", ()) else "none"
 
 
 def _add_serve(subparsers: Any) -> None:
     p = subparsers.add_parser("serve", help="run the broker daemon")
-    _env_option(p, "--listen", default=_DEFAULTS.listen, help="gRPC address host:port")
-    _env_option(p, "--data-dir", default=_DEFAULTS.data_dir, help="LMDB data directory")
-    _env_option(
-        p,
-        "--durability",
-        default=_DEFAULTS.durability,
-        choices=["sync", "nosync"],
-        help="sync: fsync every commit; nosync: flush about once a second",
-    )
-    _env_option(
-        p,
-        "--max-store-bytes",
-        default=_DEFAULTS.max_store_bytes,
-        type=parse_size,
-        help="largest the store may grow, e.g. 32GiB",
-    )
-    _env_option(
-        p,
-        "--max-payload-bytes",
-        default=_BROKER.max_payload_bytes,
-        type=parse_size,
-        help="largest task payload or result",
-    )
-    _env_option(
-        p,
-        "--max-batch",
-        default=_BROKER.max_batch,
-        type=int,
-        help="most tasks per EnqueueBatch, Lease, Ack, Fail call",
-    )
-    _env_option(
-        p,
-        "--max-waiters",
-        default=_DEFAULTS.max_waiters,
-        type=int,
-        help="most parked long-poll calls",
-    )
-    _env_option(
-        p,
-        "--max-wait",
-        default=_BROKER.max_wait,
-        type=parse_duration,
-        help="longest long-poll wait (Lease, GetResult)",
-    )
-    _env_option(
-        p,
-        "--default-lease-duration",
-        default=_BROKER.default_lease_duration,
-        type=parse_duration,
-        help="lease length for tasks that name none",
-    )
-    _env_option(
-        p,
-        "--default-max-attempts",
-        default=_BROKER.default_max_attempts,
-        type=int,
-        help="attempts for tasks that name none",
-    )
-    _env_option(
-        p,
-        "--result-retention",
-        default=_BROKER.default_result_retention,
-        type=parse_duration,
-        help="how long finished tasks and results are kept",
-    )
-    _env_option(
-        p,
-        "--shutdown-grace",
-        default=_DEFAULTS.shutdown_grace,
-        type=parse_duration,
-        help="how long in-flight calls may finish after SIGTERM",
-    )
-    _env_option(p, "--log-level", default=_DEFAULTS.log_level, help="DEBUG, INFO, WARNING")
-    _env_option(
-        p,
-        "--schedules",
-        default=_DEFAULTS.schedules_file,
-        help="TOML file of schedules, reapplied when it changes or on SIGHUP",
-    )
-    _env_option(p, "--tls-cert", default="", help="PEM certificate chain: serve TLS")
-    _env_option(p, "--tls-key", default="", help="PEM private key of --tls-cert")
-    _env_option(
-        p, "--tls-client-ca", default="", help="PEM CA: require client certificates it signed"
-    )
-    _env_option(
-        p,
-        "--auth-token",
-        default="",
-        help="require 'authorization: Bearer <token>'; several tokens comma-separated",
-    )
+    for option in SERVE_OPTIONS:
+        default = option.default
+        raw = os.environ.get(option.env)
+        if raw is not None:
+            try:
+                default = option.parse(raw)
+            except ValueError as exc:
+                p.error(f"{option.env}={raw!r}: {exc}")
+        p.add_argument(
+            option.flag,
+            dest=option.dest,
+            default=default,
+            type=_argparse_type(option),
+            help=f"{option.help} [env {option.env}; default {_shown(option)}]",
+        )
     p.set_defaults(run=_run_serve)
+
+
+def _refusal(config: ServeConfig) -> str | None:
+    """What makes this configuration unusable before anything opens, or None."""
+    if bool(config.tls_cert) != bool(config.tls_key):
+        return "--tls-cert and --tls-key go together"
+    if config.tls_client_ca and not config.tls_cert:
+        return "--tls-client-ca needs --tls-cert and --tls-key"
+    data_dir = Path(config.data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        return f"--data-dir {config.data_dir!r} is not a directory"
+    return None
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     from conveyor_server.app import serve
     from conveyor_server.core.errors import ConveyorError
 
-    if bool(args.tls_cert) != bool(args.tls_key):
-        print("conveyor: --tls-cert and --tls-key go together", file=sys.stderr)
+    config = config_from(vars(args))
+    refusal = _refusal(config)
+    if refusal is not None:
+        print(f"conveyor: {refusal}", file=sys.stderr)
         return 2
-    if args.tls_client_ca and not args.tls_cert:
-        print("conveyor: --tls-client-ca needs --tls-cert and --tls-key", file=sys.stderr)
-        return 2
-    auth_tokens = tuple(t.strip() for t in args.auth_token.split(",") if t.strip())
-    if args.auth_token.strip() and not auth_tokens:  # e.g. "," would turn auth off
-        print("conveyor: --auth-token names no token", file=sys.stderr)
-        return 2
-
-    config = ServeConfig(
-        listen=args.listen,
-        data_dir=args.data_dir,
-        durability=args.durability,
-        max_store_bytes=args.max_store_bytes,
-        max_waiters=args.max_waiters,
-        shutdown_grace=args.shutdown_grace,
-        log_level=args.log_level,
-        schedules_file=args.schedules,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        auth_tokens=auth_tokens,
-        broker=replace(
-            _BROKER,
-            max_payload_bytes=args.max_payload_bytes,
-            max_batch=args.max_batch,
-            max_wait=args.max_wait,
-            default_lease_duration=args.default_lease_duration,
-            default_max_attempts=args.default_max_attempts,
-            default_result_retention=args.result_retention,
-        ),
-    )
     logging.basicConfig(
-        level=config.log_level.upper(),
+        level=config.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -192,29 +105,40 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ConveyorError as exc:  # e.g. data dir locked, schema mismatch: say it, no traceback
         print(f"conveyor: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. the data dir cannot be created
+        print(f"conveyor: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
-def _add_bench(subparsers: Any) -> None:
-    p = subparsers.add_parser("bench", help="measure throughput against a fresh local broker")
-    from bench.run import add_arguments, run
+def _plugin_commands() -> list[Callable[[Any], None]]:
+    """Subcommands other installed packages declare (entry point group conveyor.commands)."""
+    found = []
+    for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name):
+        try:
+            found.append(point.load())
+        except ImportError:  # declared by this distribution, but that package is not installed
+            continue
+    return found
 
-    add_arguments(p)
-    p.set_defaults(run=run)
 
-
-#: Each adds one subcommand; other modules append theirs here.
-SUBCOMMANDS: list[Callable[[Any], None]] = [_add_serve, _add_bench]
-SUBCOMMANDS.append(__import__("conveyor_worker._cli", fromlist=["_cli"]).add_worker_command)
-SUBCOMMANDS.extend(__import__("conveyor_server.commands.schedule", fromlist=["_"]).SUBCOMMANDS)
+#: Each adds one subcommand to the parser.
+SUBCOMMANDS: list[Callable[[Any], None]] = [_add_serve, *schedule_commands.SUBCOMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="conveyor", description="Conveyor task broker")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for add in SUBCOMMANDS:
+    parser = CommandParser(prog="conveyor", description="Conveyor task broker")
+    parser.add_argument("--version", action="version", version=f"conveyor {_version()}")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
+    for add in [*SUBCOMMANDS, *_plugin_commands()]:
         add(subparsers)
     return parser
+
+
+def _version() -> str:
+    from conveyor_server import __version__
+
+    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,9 +1,13 @@
-"""Settings of `conveyor serve`: flags, their CONVEYOR_* environment variables, and defaults."""
+"""Settings of `conveyor serve`: one table declares each flag, its CONVEYOR_* variable,
+type, default and help (SERVE_OPTIONS); a value from the environment is parsed and
+validated by exactly the function the flag uses."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from conveyor_server.core.settings import BrokerSettings
 
@@ -18,6 +22,24 @@ def parse_duration(text: str) -> float:
     if match is None:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 250ms, 5m, 24h)")
     return float(match["number"]) * _DURATION_UNITS[match["unit"]]
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as people write them: 30s, 250ms, 5m, 24h."""
+    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    if 0 < seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
+def format_size(size: int) -> str:
+    """Bytes as people write them: 32GiB, 1MiB, 600KiB, 1000."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return str(size)
 
 
 def parse_size(text: str) -> int:
@@ -50,3 +72,135 @@ class ServeConfig:
     @property
     def is_durable(self) -> bool:
         return self.durability == "sync"
+
+
+def parse_listen(text: str) -> str:
+    """'host:port' with a port in 0-65535 (0: any free port); IPv6 hosts in brackets."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"not a listen address: {text!r} (use host:port, e.g. 127.0.0.1:7470)")
+    if int(port) > 65535:
+        raise ValueError(f"port {port} of {text!r} is out of range (0-65535)")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError(f"IPv6 host in {text!r} needs brackets, e.g. [::1]:7470")
+    return f"{host}:{int(port)}"
+
+
+def choice(*allowed: str, fold: Callable[[str], str] = str.lower) -> Callable[[str], str]:
+    """A parser accepting one of `allowed` (compared after `fold`)."""
+
+    def parse(text: str) -> str:
+        value = fold(text.strip())
+        if value not in allowed:
+            raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def at_least(parse: Callable[[str], Any], low: float, what: str) -> Callable[[str], Any]:
+    """`parse`, then refuse values below `low`."""
+
+    def checked(text: str) -> Any:
+        value = parse(text)
+        if value < low:
+            raise ValueError(f"{text!r} is too small: {what}")
+        return value
+
+    return checked
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"not a whole number: {text!r}") from None
+
+
+def _tokens(text: str) -> tuple[str, ...]:
+    tokens = tuple(t.strip() for t in text.split(",") if t.strip())
+    if text.strip() and not tokens:  # e.g. "," must not turn authentication off
+        raise ValueError("names no token")
+    return tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOption:
+    """One `conveyor serve` setting: its flag, variable, parser, default and help."""
+
+    flag: str
+    target: str  # a ServeConfig field, or "broker.<BrokerSettings field>"
+    help: str
+    parse: Callable[[str], Any] = str
+    show: Callable[[Any], str] = str  # the default as people write it
+
+    @property
+    def env(self) -> str:
+        return "CONVEYOR_" + self.flag.lstrip("-").replace("-", "_").upper()
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def default(self) -> Any:
+        owner: Any = ServeConfig()
+        for part in self.target.split("."):
+            owner = getattr(owner, part)
+        return owner
+
+
+_POSITIVE_SIZE = at_least(parse_size, 1, "at least 1 byte")
+_POSITIVE_COUNT = at_least(_integer, 1, "at least 1")
+_POSITIVE_DURATION = at_least(parse_duration, 0.001, "at least 1ms")
+
+SERVE_OPTIONS: tuple[ServeOption, ...] = (
+    ServeOption("--listen", "listen", "gRPC address host:port (port 0: any free port)",
+                parse_listen),
+    ServeOption("--data-dir", "data_dir", "LMDB data directory"),
+    ServeOption("--durability", "durability",
+                "sync: fsync every commit; nosync: flush about once a second",
+                choice("sync", "nosync")),
+    ServeOption("--max-store-bytes", "max_store_bytes", "largest the store may grow",
+                _POSITIVE_SIZE, format_size),
+    ServeOption("--max-payload-bytes", "broker.max_payload_bytes",
+                "largest task payload or result", _POSITIVE_SIZE, format_size),
+    ServeOption("--max-batch", "broker.max_batch",
+                "most tasks per EnqueueBatch, Lease, Ack, Fail call", _POSITIVE_COUNT),
+    ServeOption("--max-waiters", "max_waiters", "most parked long-poll calls",
+                at_least(_integer, 0, "0 or more")),
+    ServeOption("--max-wait", "broker.max_wait", "longest long-poll wait (Lease, GetResult)",
+                parse_duration, format_duration),
+    ServeOption("--default-lease-duration", "broker.default_lease_duration",
+                "lease length for tasks that name none", _POSITIVE_DURATION, format_duration),
+    ServeOption("--default-max-attempts", "broker.default_max_attempts",
+                "attempts for tasks that name none", _POSITIVE_COUNT),
+    ServeOption("--result-retention", "broker.default_result_retention",
+                "how long finished tasks and results are kept", parse_duration, format_duration),
+    ServeOption("--shutdown-grace", "shutdown_grace",
+                "how long in-flight calls may finish after SIGTERM", parse_duration,
+                format_duration),
+    ServeOption("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR",
+                choice("DEBUG", "INFO", "WARNING", "ERROR", fold=str.upper)),
+    ServeOption("--schedules", "schedules_file",
+                "TOML file of schedules, reapplied when it changes or on SIGHUP"),
+    ServeOption("--tls-cert", "tls_cert", "PEM certificate chain: serve TLS"),
+    ServeOption("--tls-key", "tls_key", "PEM private key of --tls-cert"),
+    ServeOption("--tls-client-ca", "tls_client_ca",
+                "PEM CA: require client certificates it signed"),
+    ServeOption("--auth-token", "auth_tokens",
+                "require 'authorization: Bearer <token>'; several tokens comma-separated",
+                _tokens, lambda tokens: "none"),
+)  # fmt: skip
+
+
+def config_from(
+    values: dict[str, Any], options: Sequence[ServeOption] = SERVE_OPTIONS
+) -> ServeConfig:
+    """A ServeConfig from parsed option values keyed by `ServeOption.dest`."""
+    top: dict[str, Any] = {}
+    broker: dict[str, Any] = {}
+    for option in options:
+        owner, _, name = option.target.rpartition(".")
+        (broker if owner == "broker" else top)[name or option.target] = values[option.dest]
+    return ServeConfig(**top, broker=replace(BrokerSettings(), **broker))

@@ -49,6 +49,7 @@ def test_settings_come_from_conveyor_environment_variables(tmp_path):
     finally:
         process.terminate()
         assert process.wait(20) == 0
+        process.stdout.close()
 
 
 def test_a_second_broker_on_the_same_data_dir_is_refused(broker, tmp_path):
@@ -105,7 +106,7 @@ def test_bad_input_is_logged_without_a_traceback(broker):
         (["--tls-cert", "server.pem"], "--tls-cert and --tls-key go together"),
         (["--tls-client-ca", "ca.pem"], "--tls-client-ca needs --tls-cert"),
         (["--tls-cert", "missing.pem", "--tls-key", "missing.key"], "cannot read the TLS files"),
-        (["--auth-token", " , "], "--auth-token names no token"),
+        (["--auth-token", " , "], "--auth-token: names no token"),
     ],
 )
 def test_bad_security_flags_are_refused_with_a_clear_message(tmp_path, flags, message):

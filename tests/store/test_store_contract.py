@@ -10,6 +10,7 @@ import pytest
 
 from conveyor_server.core.model import RetryPolicy, Task, TaskError, TaskResult, TaskState
 from conveyor_server.core.store import TaskTxn
+from conveyor_server.store.base import WriteInReadTransaction
 
 NOW = 1_800_000_000.0
 
@@ -109,7 +110,7 @@ def test_later_write_sees_an_earlier_commit(store: Any, make_task) -> None:
 
 
 def test_write_in_a_read_transaction_fails(store: Any, make_task) -> None:
-    with pytest.raises(Exception):  # noqa: B017 - each store has its own read-only error
+    with pytest.raises(WriteInReadTransaction):
         read(store, lambda txn: txn.put_task(make_task()))
     assert nonzero(store) == {}
 
@@ -425,3 +426,13 @@ def test_concurrent_writers_each_get_their_own_commit(store: Any) -> None:
     for thread in threads:
         thread.join()
     assert sorted(results) == list(range(1, 201))
+
+
+def test_queue_depths_count_tasks_by_queue_and_state(store: Any, make_task) -> None:
+    put(store, make_task(queue="b", state=TaskState.READY, run_at=NOW + 5))
+    put(store, make_task(queue="b", state=TaskState.READY, run_at=NOW + 2))
+    put(store, make_task(queue="a", state=TaskState.DEAD, finished_at=NOW))
+    depths = read(store, lambda txn: txn.queue_depths())
+    assert [d.queue for d in depths] == ["a", "b"]
+    assert depths[0].counts == {TaskState.DEAD: 1} and depths[0].oldest_ready_at is None
+    assert depths[1].counts == {TaskState.READY: 2} and depths[1].oldest_ready_at == NOW + 2

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,22 @@ APP = textwrap.dedent(
 MAIN = "import sys; from conveyor_server.cli import main; main(sys.argv[1:])"
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_workers() -> Iterator[None]:
+    """Every worker process this module starts is ended and its pipe closed (no leaked fd)."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 def start_worker(
     tmp_path: Path, address: str, *flags: str, lease_seconds: float = 60
 ) -> subprocess.Popen[str]:
@@ -43,7 +60,7 @@ def start_worker(
     script = Path(sys.executable).parent / "conveyor"
     cli = [str(script)] if script.exists() else [sys.executable, "-c", MAIN]
     command = [*cli, "worker", "sleepy_app:worker"]
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [*command, "--target", address, *flags],
         cwd=tmp_path,
         env={**os.environ, "LEASE_SECONDS": str(lease_seconds)},
@@ -51,6 +68,8 @@ def start_worker(
         stderr=subprocess.STDOUT,
         text=True,
     )
+    _started.append(process)
+    return process
 
 
 def wait_for_marks(tmp_path: Path, count: int, process: subprocess.Popen[str]) -> list[Path]:

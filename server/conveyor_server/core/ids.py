@@ -21,12 +21,11 @@ def new_task_id(now: float, random_bytes: bytes | None = None) -> str:
     differ and sort in creation order. So the tasks of one EnqueueBatch (one
     "now") sit side by side in the tasks database in the order they are leased:
     leasing and acking 100 of them dirties a few B-tree pages per commit, where
-    random suffixes scattered them over every page the batch spans (bench:
-    drain-raw 105 -> 91 us of broker CPU per task; deep/shallow lease+ack 0.71 -> 0.90).
+    random suffixes scattered them over every page the batch spans.
 
     The time part is cached per millisecond; the 80 bits are encoded ten bits
-    (two characters) per table lookup, unrolled: 1.6 us per task (os.urandom
-    and a list comprehension made it 3.3 us). The bits need to be unique, not
+    (two characters) per table lookup, unrolled: half the cost of os.urandom and
+    a list comprehension. The bits need to be unique, not
     secret (lease tokens are the secrets). `random_bytes` (tests) sets them.
     """
     global _prefix_cache

@@ -61,12 +61,16 @@ class TaskResult:
     content_type: str = ""
 
 
+#: The queue of a task whose spec names none, and of an empty name in a Lease's queues.
+DEFAULT_QUEUE = "default"
+
+
 @dataclass(slots=True)
 class TaskSpec:
     """A producer's request to create a task; None means "use the broker default"."""
 
     kind: str
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     payload: bytes = b""
     content_type: str = ""
     headers: dict[str, str] = field(default_factory=dict)
@@ -185,3 +189,12 @@ class TickOutcome:
     finished: list[Task] = field(default_factory=list)
     removed: int = 0
     is_more_due: bool = False
+
+
+@dataclass(slots=True)
+class QueueDepth:
+    """How many tasks a queue holds in each state, and when its oldest READY task became due."""
+
+    queue: str
+    counts: dict[TaskState, int] = field(default_factory=dict)
+    oldest_ready_at: float | None = None

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Protocol, TypeVar
 
-from conveyor_server.core.model import Task
+from conveyor_server.core.model import QueueDepth, Task
 from conveyor_server.core.schedules.model import Schedule
 
 T = TypeVar("T")
@@ -80,6 +80,14 @@ class TaskTxn(Protocol):
 
     def next_schedule_due_time(self) -> float | None:
         """Earliest next fire time of any active schedule, or None."""
+        ...
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """Every queue that holds tasks, in name order, with its counts by state.
+
+        Operators and metrics read this on every scrape, so a store keeps it cheap
+        (O(queues), not O(tasks)).
+        """
         ...
 
     def count(self, index: str) -> int:

@@ -6,8 +6,8 @@ began and turns anything unexpected into INTERNAL, logged once with its
 traceback. Health and reflection are not wrapped, so they stay answerable.
 
 Why not a grpc.aio ServerInterceptor: it runs for every call and built the
-wrapped handler anew each time; on a sequential GetTask that cost the broker
-~125 us of CPU out of ~655 us per call (p50 0.84 -> 0.69 ms without it).
+wrapped handler anew each time, a sizeable share of a cheap call's CPU
+(figures: docs/performance.md, "Decisions and their figures").
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ asks for an immediate reload. An invalid file is logged and changes nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ from conveyor_server.core.schedules.model import (
     ScheduleSource,
     TaskTemplate,
 )
+from conveyor_server.service.background import BackgroundLoop
 
 log = logging.getLogger("conveyor.schedules")
 
@@ -227,8 +227,7 @@ class ScheduleFileWatcher:
         self._apply = apply
         self._interval = interval
         self._seen: tuple[int, int, int] | None = None
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("schedule-file", self._step, log)
 
     async def start(self) -> None:
         """Load and apply the file once; a bad file at startup is an error, not a warning.
@@ -239,17 +238,15 @@ class ScheduleFileWatcher:
         """
         self._seen = self._stat()
         await self._apply(load_schedule_file(self.path))
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="schedule-file")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._loop.stop()
 
     def reload(self) -> None:
         """Reload now (SIGHUP), whether or not the file looks changed."""
         self._seen = None
-        self._wake.set()
+        self._loop.wake()
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -258,18 +255,16 @@ class ScheduleFileWatcher:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            seen = self._stat()
-            if seen == self._seen:
-                continue
-            self._seen = seen
-            try:
-                await self._apply(load_schedule_file(self.path))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the boundary: keep serving the last good schedules
-                log.error("schedules file not applied, keeping the current schedules: %s", exc)
+    async def _step(self) -> float:
+        """Apply the file if its stat changed since the last look; then wait `interval`."""
+        seen = self._stat()
+        if seen == self._seen:
+            return self._interval
+        self._seen = seen
+        try:
+            await self._apply(load_schedule_file(self.path))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the boundary: keep serving the last good schedules
+            log.error("schedules file not applied, keeping the current schedules: %s", exc)
+        return self._interval

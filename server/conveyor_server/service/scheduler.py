@@ -8,11 +8,8 @@ parked Lease calls wake and the task timer learns about delayed (jittered) tasks
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from conveyor_server.core.model import Task
 from conveyor_server.core.schedules.book import (
@@ -22,36 +19,10 @@ from conveyor_server.core.schedules.book import (
     TriggerOutcome,
 )
 from conveyor_server.core.schedules.model import Schedule, ScheduleSource
+from conveyor_server.service.background import BackgroundLoop
 from conveyor_server.service.settle import settle
 
 log = logging.getLogger("conveyor.schedules")
-
-
-@dataclass(slots=True)
-class SchedulerMetrics:
-    """Counters for the observability layer to export; `on_fire` hooks see each fire's lag.
-
-    Suggested names: conveyor_schedule_fires_total, conveyor_schedule_misfires_skipped_total,
-    conveyor_schedule_overlap_skips_total, conveyor_schedule_lag_seconds (histogram).
-    """
-
-    fires_total: int = 0
-    misfires_skipped_total: int = 0
-    overlap_skips_total: int = 0
-    last_lag_seconds: float = 0.0
-    max_lag_seconds: float = 0.0
-    #: Called as hook(schedule_name, lag_seconds) for every task a tick enqueued.
-    on_fire: list[Callable[[str, float], None]] = field(default_factory=list)
-
-    def record(self, outcome: FireOutcome) -> None:
-        self.misfires_skipped_total += outcome.misfires_skipped
-        self.overlap_skips_total += outcome.overlap_skips
-        for fire in outcome.fires:
-            self.fires_total += 1
-            self.last_lag_seconds = fire.lag_seconds
-            self.max_lag_seconds = max(self.max_lag_seconds, fire.lag_seconds)
-            for hook in self.on_fire:
-                hook(fire.schedule, fire.lag_seconds)
 
 
 class CronScheduler:
@@ -59,55 +30,35 @@ class CronScheduler:
 
     def __init__(self, book: ScheduleBook, on_tasks: Callable[[Sequence[Task]], None]) -> None:
         self.book = book
-        self.metrics = SchedulerMetrics()
         self._on_tasks = on_tasks
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("cron-scheduler", self._step, log)
         self.online_since: float | None = None
 
     def start(self) -> None:
         """Start firing. Ticks up to now fell while the broker was down: misfires."""
         self.online_since = self.book.clock.now()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="cron-scheduler")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._loop.stop()
 
     def poke(self) -> None:
         """A schedule changed: look at the next due time again."""
-        self._wake.set()
+        self._loop.wake()
 
     # -- the loop ------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the boundary: log once, keep the scheduler alive
-                log.exception("scheduler pass failed; retrying in 1 s")
-                await asyncio.sleep(1.0)
-
-    async def _step(self) -> None:
-        self._wake.clear()
+    async def _step(self) -> float | None:
         due = self.book.next_due_time()
         now = self.book.clock.now()
         if due is not None and due <= now:
             assert self.online_since is not None
             outcome = await settle(self.book.fire_due(self.online_since))
             self._after_fire(outcome)
-            await asyncio.sleep(0)  # let RPCs in between catch-up passes
-            return
-        timeout = None if due is None else due - now
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            return 0  # let RPCs in between catch-up passes
+        return None if due is None else due - now
 
     def _after_fire(self, outcome: FireOutcome) -> None:
-        self.metrics.record(outcome)
         if outcome.tasks:
             self._on_tasks(outcome.tasks)
         if outcome.misfires_skipped:

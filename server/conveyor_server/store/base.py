@@ -27,6 +27,10 @@ DATABASES = (
 SCHEMA_VERSION = 2
 
 
+class WriteInReadTransaction(RuntimeError):
+    """A write function ran in a read transaction: a bug in the caller, never user input."""
+
+
 class KvTxn(Protocol):
     """Ordered byte keys per named database: all a store must provide."""
 

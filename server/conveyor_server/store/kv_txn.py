@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from conveyor_server.core.model import Task
+from conveyor_server.core.model import QueueDepth, Task, TaskState
 from conveyor_server.core.schedules.model import Schedule
 from conveyor_server.core.store import TIME_INDEXES
 from conveyor_server.store import keys, record, schedule_record
@@ -170,6 +170,19 @@ class KvTaskTxn:
         if old is not None and old.is_active:
             assert old.next_fire_time is not None
             self._kv.delete("schedules", keys.schedule_due_key(old.next_fire_time, name))
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """O(tasks) for now: a scan of every record (to be kept incrementally)."""
+        depths: dict[str, QueueDepth] = {}
+        for _, data in self._kv.scan("tasks", b"", None, 1 << 62):
+            task = record.index_state(data)
+            depth = depths.setdefault(task.queue, QueueDepth(task.queue))
+            depth.counts[task.state] = depth.counts.get(task.state, 0) + 1
+            if task.state is TaskState.READY and (
+                depth.oldest_ready_at is None or task.run_at < depth.oldest_ready_at
+            ):
+                depth.oldest_ready_at = task.run_at
+        return [depths[name] for name in sorted(depths)]
 
     def count(self, index: str) -> int:
         """Number of entries in an index (for tests and operators; O(n))."""

@@ -31,7 +31,7 @@ import lmdb
 
 from conveyor_server.core.errors import ConveyorError, StoreFull, StoreSchemaError
 from conveyor_server.store import keys
-from conveyor_server.store.base import DATABASES, SCHEMA_VERSION, KvTxn
+from conveyor_server.store.base import DATABASES, SCHEMA_VERSION, KvTxn, WriteInReadTransaction
 from conveyor_server.store.group_commit import GroupCommitter, Outcome, Write
 from conveyor_server.store.kv_txn import KvTaskTxn, run_write
 
@@ -67,10 +67,16 @@ class _LmdbKv:
         return self._txn.get(key, db=self._dbs[db])  # type: ignore[return-value]  # no buffers=
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
-        self._txn.put(key, value, db=self._dbs[db])
+        try:
+            self._txn.put(key, value, db=self._dbs[db])
+        except lmdb.ReadonlyError as exc:
+            raise WriteInReadTransaction("write in a read transaction") from exc
 
     def delete(self, db: str, key: bytes) -> None:
-        self._txn.delete(key, db=self._dbs[db])
+        try:
+            self._txn.delete(key, db=self._dbs[db])
+        except lmdb.ReadonlyError as exc:
+            raise WriteInReadTransaction("write in a read transaction") from exc
 
     def scan(
         self, db: str, start: bytes, end: bytes | None, limit: int

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, TypeVar
 
-from conveyor_server.store.base import DATABASES
+from conveyor_server.store.base import DATABASES, WriteInReadTransaction
 from conveyor_server.store.kv_txn import KvTaskTxn, run_write
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class _MemoryKv:
 
     def _check_writable(self) -> None:
         if not self._writable:
-            raise RuntimeError("write in a read transaction")
+            raise WriteInReadTransaction("write in a read transaction")
 
 
 class MemoryStore:

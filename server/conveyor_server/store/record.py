@@ -6,8 +6,8 @@ Task with a default needs no new version: older records decode with the
 default. Reordering or removing a field needs a new RECORD_VERSION.
 
 Why not the protobuf Task message: converting between the model and protobuf
-costs ~31 µs per record round trip in Python, marshal ~4 µs, and a task is
-read and written twice on its way through the broker (lease, then ack).
+costs several times what marshal does per record round trip in Python, and a
+task is read and written twice on its way through the broker (lease, then ack).
 marshal is pinned to format 4, which every Python since 3.4 reads. The
 payload is not in the record (it sits in the `payloads` database, written
 once).
@@ -24,7 +24,7 @@ from conveyor_server.core.model import RetryPolicy, Task, TaskError, TaskResult,
 
 RECORD_VERSION = 1
 _PREFIX = bytes([RECORD_VERSION])
-_STATES = {int(state): state for state in TaskState}  # a dict lookup; TaskState(n) is ~0.4 us
+_STATES = {int(state): state for state in TaskState}  # a dict lookup: TaskState(n) is slower
 #: Records decode to one shared RetryPolicy per distinct policy (it is frozen): most
 #: tasks use the broker default, and building the dataclass is a cost per read.
 _POLICIES: dict[tuple[float, float, float, float], RetryPolicy] = {}

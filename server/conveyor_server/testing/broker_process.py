@@ -27,6 +27,7 @@ class BrokerProcess:
         self.process: subprocess.Popen[str] | None = None
         self.address = ""
         self.log_lines: list[str] = []
+        self._drainer: threading.Thread | None = None
 
     def start(self, timeout: float = 20.0) -> str:
         """Start the broker and return its address once it serves. The port is kept on restart."""
@@ -58,7 +59,8 @@ class BrokerProcess:
         if not self.address or self.process.poll() is not None:
             self.kill()
             raise RuntimeError("broker did not start:\n" + "".join(self.log_lines))
-        threading.Thread(target=self._drain, args=(self.process,), daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, args=(self.process,), daemon=True)
+        self._drainer.start()
         return self.address
 
     def _drain(self, process: subprocess.Popen[str]) -> None:
@@ -72,7 +74,7 @@ class BrokerProcess:
             return 0
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout)
-        self.process = None
+        self._reap()
         return code
 
     def kill(self) -> None:
@@ -80,7 +82,17 @@ class BrokerProcess:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
-            self.process = None
+            self._reap()
+
+    def _reap(self) -> None:
+        """After the exit: read the rest of the output, then close the pipe (no leaked fd)."""
+        assert self.process is not None
+        if self._drainer is not None:
+            self._drainer.join(timeout=10)
+            self._drainer = None
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.process = None
 
     def restart(self) -> str:
         self.kill()

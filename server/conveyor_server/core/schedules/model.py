@@ -146,9 +146,6 @@ class Schedule:
         """Whether the scheduler has a tick to wait for."""
         return not self.paused and self.next_fire_time is not None
 
-    def definition(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in DEFINITION_FIELDS)
-
     def has_same_timing(self, other: Schedule) -> bool:
         return all(getattr(self, n) == getattr(other, n) for n in TIMING_FIELDS)
 
