@@ -1,7 +1,7 @@
 """nosync mode's promise (README, --durability): commits reach the disk about once a second.
 
-The flush runs after a commit, once a second has passed since the last one; this checks
-that a write followed by silence is flushed too, not only when the next commit comes.
+The flush runs after a commit once a second has passed since the last one, and the writer
+thread flushes a commit that no later commit follows (store/lmdb_store.py idle()).
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from conveyor_server.core.broker import Broker
 from conveyor_server.core.clock import SystemClock
@@ -40,29 +38,22 @@ def _counted_store(tmp_path: Path) -> tuple[LmdbStore, _CountingEnv]:
     return store, counting
 
 
-def test_nosync_flushes_at_the_first_commit_a_second_after_the_last_flush(tmp_path: Path) -> None:
-    """The control for the test below: the observer does see the flush that exists."""
+def test_nosync_flushes_at_most_about_once_a_second_under_steady_writes(tmp_path: Path) -> None:
+    """The control for the test below: the observer sees flushes, and they stay rare."""
     store, counting = _counted_store(tmp_path)
     broker = Broker(store, SystemClock())
     try:
-        broker.enqueue(TaskSpec(kind="job")).result(5)
-        time.sleep(1.2)
-        assert counting.syncs == 0
-        broker.enqueue(TaskSpec(kind="job")).result(5)
-        deadline = time.monotonic() + 5  # the flush follows the commit its future reports
-        while counting.syncs == 0 and time.monotonic() < deadline:
+        started = time.monotonic()
+        while time.monotonic() - started < 2.2:
+            broker.enqueue(TaskSpec(kind="job")).result(5)
             time.sleep(0.01)
-        assert counting.syncs == 1
+        elapsed = time.monotonic() - started
+        assert 1 <= counting.syncs <= elapsed + 1, counting.syncs
     finally:
         store._env = counting._env
         store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nosync flushes only after a later commit: a burst followed by silence stays "
-    "unflushed (left to the kernel's writeback) however long the broker is idle",
-)
 def test_nosync_flushes_a_write_within_about_a_second_without_a_later_commit(
     tmp_path: Path,
 ) -> None:

@@ -38,6 +38,7 @@ Write = tuple[Callable[[Any], Any], Future[Any], bool]
 #: (ok, result or exception) for each write of a group, in order.
 Outcome = tuple[bool, Any]
 _STOP = object()
+_LOOK_AGAIN = object()  # wakes the writer thread to ask the backend's idle() again
 
 
 class GroupBackend(Protocol):
@@ -58,6 +59,14 @@ class GroupBackend(Protocol):
 
     def is_inline_allowed(self) -> bool:
         """False while the next commit would do slow work that does not belong on the loop."""
+        ...
+
+    def idle(self) -> float | None:
+        """Housekeeping while no write waits (a deferred flush), on the writer thread.
+
+        Returns the seconds after which to call it again, or None: not until the next
+        commit or `GroupCommitter.look_again()`.
+        """
         ...
 
 
@@ -104,6 +113,10 @@ class GroupCommitter:
                 self._inline_loop.call_soon(self._flush_turn)  # type: ignore[union-attr]
         else:
             self._to_writer([write])
+
+    def look_again(self) -> None:
+        """Have the writer thread call the backend's idle() soon (e.g. a flush is now owed)."""
+        self._queue.put(_LOOK_AGAIN)
 
     def close(self) -> None:
         """Commit everything asked for so far, then stop the writer thread."""
@@ -165,10 +178,17 @@ class GroupCommitter:
 
     def _run_writer(self) -> None:
         stopping = False
+        idle_in: float | None = None
         while not stopping:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=idle_in)
+            except queue.Empty:
+                item = _LOOK_AGAIN
             if item is _STOP:
                 break
+            if item is _LOOK_AGAIN:
+                idle_in = self._idle()
+                continue
             batch = [item]
             while len(batch) < self._max_group:
                 try:
@@ -178,21 +198,31 @@ class GroupCommitter:
                 if item is _STOP:
                     stopping = True
                     break
-                batch.append(item)
+                if item is not _LOOK_AGAIN:
+                    batch.append(item)
             try:
                 with self._write_lock:
                     self._commit_safely(batch)
             finally:
                 with self._count_lock:
                     self._queued -= len(batch)
+            idle_in = self._idle()
         # Anything submitted after close() began is refused rather than lost silently.
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not _STOP:
+            if item is not _STOP and item is not _LOOK_AGAIN:
                 _refuse(item[1])
+
+    def _idle(self) -> float | None:
+        try:
+            with self._write_lock:
+                return self._backend.idle()
+        except Exception:  # the boundary: the writer thread must live on
+            log.exception("store: idle housekeeping failed")
+            return 1.0
 
     def _commit_safely(self, batch: list[Write]) -> None:
         """Commit a group; anything that escapes fails the group's open futures instead of
