@@ -1,4 +1,4 @@
-"""Token roles, every caller × every RPC, against a real `conveyor serve` with mutual TLS.
+"""Token roles, every caller x every RPC, against a real `conveyor serve` with mutual TLS.
 
 The RPCs come from the protobuf service descriptors (every conveyor.v1 service, health and
 reflection), so a new RPC is called here automatically, and `ROLES_TABLE` must say who may
@@ -33,6 +33,8 @@ SCHEDULE = "/conveyor.v1.ScheduleService/"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/"
 HEALTH = "/grpc.health.v1.Health/"
 
+_SCHEDULE_WRITES = ("CreateSchedule", "UpdateSchedule", "DeleteSchedule", "PauseSchedule",
+                    "ResumeSchedule", "TriggerSchedule")  # fmt: skip
 #: Who may call what: the table in docs/protocol.md, written out per RPC (admin: all).
 ROLES_TABLE: dict[str, set[str]] = {
     TASK + "Enqueue": {"admin", "producer"},
@@ -44,11 +46,7 @@ ROLES_TABLE: dict[str, set[str]] = {
         WORKER + m: {"admin", "worker"}
         for m in ("Lease", "ExtendLease", "Ack", "Fail", "Release", "StreamWork")
     },
-    **{
-        SCHEDULE + m: {"admin"}
-        for m in ("CreateSchedule", "UpdateSchedule", "DeleteSchedule", "PauseSchedule",
-                  "ResumeSchedule", "TriggerSchedule")
-    },  # fmt: skip
+    **{SCHEDULE + m: {"admin"} for m in _SCHEDULE_WRITES},
     SCHEDULE + "GetSchedule": {"admin", "readonly"},
     SCHEDULE + "ListSchedules": {"admin", "readonly"},
     REFLECTION + "ServerReflectionInfo": {"admin"},
@@ -198,9 +196,7 @@ def requests_for(inside: str, outside: str) -> dict[str, dict[str, Any]]:
         WORKER + "StreamWork": {
             "in": stream(opening, ws.StreamWorkRequest(acks=[ws.AckItem(lease=_lease(inside))])),
             "out": stream(ws.StreamWorkRequest(open=ws.StreamWorkOpen(queues=[q_out]))),
-            "out-ack": stream(
-                opening, ws.StreamWorkRequest(releases=[_lease(outside)], credits=1)
-            ),
+            "out-ack": stream(opening, ws.StreamWorkRequest(releases=[_lease(outside)], credits=1)),
         },
         REFLECTION + "ServerReflectionInfo": {
             "in": [reflection_pb2.ServerReflectionRequest(list_services="")]
@@ -267,7 +263,7 @@ def _channel(address: str, pki: Path, cert: str | None) -> grpc.Channel:
 
 @pytest.fixture(scope="module")
 def matrix(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Outcome]]:
-    """Every caller × every RPC (× its queue variants), against one mutual-TLS broker."""
+    """Every caller x every RPC (x its queue variants), against one mutual-TLS broker."""
     from conveyor_server.testing import BrokerProcess
 
     tmp = tmp_path_factory.mktemp("roles")
