@@ -176,6 +176,7 @@ def requests_for(inside: str, outside: str) -> dict[str, dict[str, Any]]:
         WORKER + "Lease": {
             "in": ws.LeaseRequest(queues=[q_in]),
             "out": ws.LeaseRequest(queues=[q_in, q_out]),
+            "out-default": ws.LeaseRequest(queues=[""]),  # "" is the default queue
         },
         WORKER + "ExtendLease": {
             variant: ws.ExtendLeaseRequest(leases=[ws.LeaseExtension(lease=_lease(task_id))])

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from conveyor_server.rpc.convert import DEFAULT_QUEUE
+from conveyor_server.core.model import DEFAULT_QUEUE
 
 ROLES = ("admin", "producer", "worker", "readonly")
 #: Roles a token may hold with a list of queues; admin and readonly see every queue.
@@ -136,23 +136,25 @@ def _lease_ids(
     return ids
 
 
+def _named(queues: Iterable[str]) -> Iterable[str]:
+    return (queue or DEFAULT_QUEUE for queue in queues)  # "" is the default queue
+
+
 def _stream_queues(request: Any) -> Iterable[str]:
-    return request.open.queues if request.HasField("open") else ()
+    return _named(request.open.queues) if request.HasField("open") else ()
 
 
 #: For queue-limited tokens: what each RPC touches. An RPC missing here is refused to them
 #: (the broker cannot tell which queues it touches), so a new RPC fails closed.
 SCOPES: dict[str, _Scope] = {
-    f"/{_TASK_SERVICE}/Enqueue": _Scope(
-        lambda r: (r.task.queue or DEFAULT_QUEUE,), lambda r: (r.task.id,)
-    ),
+    f"/{_TASK_SERVICE}/Enqueue": _Scope(lambda r: _named((r.task.queue,)), lambda r: (r.task.id,)),
     f"/{_TASK_SERVICE}/EnqueueBatch": _Scope(
-        lambda r: (t.queue or DEFAULT_QUEUE for t in r.tasks), lambda r: (t.id for t in r.tasks)
+        lambda r: _named(t.queue for t in r.tasks), lambda r: (t.id for t in r.tasks)
     ),
     f"/{_TASK_SERVICE}/GetTask": _Scope(_none, lambda r: (r.task_id,)),
     f"/{_TASK_SERVICE}/GetResult": _Scope(_none, lambda r: (r.task_id,)),
     f"/{_TASK_SERVICE}/CancelTask": _Scope(_none, lambda r: (r.task_id,)),
-    f"/{_WORKER_SERVICE}/Lease": _Scope(lambda r: r.queues, _none),
+    f"/{_WORKER_SERVICE}/Lease": _Scope(lambda r: _named(r.queues), _none),
     f"/{_WORKER_SERVICE}/ExtendLease": _Scope(_none, _lease_ids(items=["leases"])),
     f"/{_WORKER_SERVICE}/Ack": _Scope(_none, _lease_ids(items=["acks"])),
     f"/{_WORKER_SERVICE}/Fail": _Scope(_none, _lease_ids(items=["failures"])),
