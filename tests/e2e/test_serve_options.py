@@ -29,7 +29,8 @@ _BAD = {
     "--log-level": "LOUD",
     "--auth-token": ",",
 }
-_FREE_FORM = {"--data-dir", "--schedules", "--tls-cert", "--tls-key", "--tls-client-ca"}
+_FREE_FORM = {"--data-dir", "--schedules", "--tls-cert", "--tls-key", "--tls-client-ca",
+              "--auth-tokens"}  # fmt: skip
 
 
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
