@@ -15,6 +15,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from conveyor.v1 import (
+    queue_service_pb2,
+    queue_service_pb2_grpc,
     schedule_service_pb2,
     schedule_service_pb2_grpc,
     task_service_pb2,
@@ -29,12 +31,14 @@ from conveyor_server.core.errors import ConveyorError
 from conveyor_server.core.schedules.book import ScheduleBook
 from conveyor_server.core.schedules.model import Schedule
 from conveyor_server.rpc.errors import guarded
+from conveyor_server.rpc.queue_service import QueueServicer
 from conveyor_server.rpc.schedule_codec import schedule_from_pb, schedule_to_pb
 from conveyor_server.rpc.schedule_service import ScheduleServicer
 from conveyor_server.rpc.security import TokenAuthInterceptor, server_credentials
 from conveyor_server.rpc.services import TaskServicer, WorkerServicer
 from conveyor_server.service.engine import Engine
 from conveyor_server.service.load import CallLoad
+from conveyor_server.service.queue_ops import QueueOps
 from conveyor_server.service.schedule_file import ScheduleFileWatcher
 from conveyor_server.service.scheduler import CronScheduler
 from conveyor_server.store.lmdb_store import LmdbStore
@@ -46,6 +50,7 @@ SERVICE_NAMES = (
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
+    queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
 )
 _MAX_MESSAGE_BYTES = 64 << 20
 #: gRPC core cancels calls that arrive while more than 1,000 wait to be picked up
@@ -134,6 +139,15 @@ async def serve(config: ServeConfig) -> None:
         guarded(
             ScheduleServicer(scheduler),
             service(schedule_service_pb2, "ScheduleService"),
+            is_stopping,
+            load,
+        ),
+        registry,
+    )
+    queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
+        guarded(
+            QueueServicer(QueueOps(engine)),
+            service(queue_service_pb2, "QueueService"),
             is_stopping,
             load,
         ),

@@ -165,6 +165,7 @@ class Broker:
             lease_to is not None
             and task.state is TaskState.READY
             and (task.deadline is None or task.deadline > now)
+            and not txn.is_paused(task.queue)
         ):
             start_lease(task, now, lease_to.lease_duration, lease_to.worker_id)
         txn.put_task(task, is_new=True)  # _find_duplicate looked; a generated id is fresh
@@ -225,7 +226,9 @@ class Broker:
         def look(txn: TaskTxn) -> bool:
             if txn.due_task_ids("scheduled", now, 1):
                 return True
-            return any(txn.ready_task_ids(queue, 1) for queue in queues)
+            return any(
+                txn.ready_task_ids(queue, 1) and not txn.is_paused(queue) for queue in queues
+            )
 
         return self.store.read(look)
 
@@ -300,6 +303,8 @@ class Broker:
             batch = LeaseBatch()
             self._promote_scheduled(txn, now, batch.promoted)
             for queue in ordered:
+                if txn.is_paused(queue):  # a paused queue hands out nothing (core/queues.py)
+                    continue
                 while len(batch.tasks) < max_tasks:
                     ids = txn.ready_task_ids(queue, max_tasks - len(batch.tasks))
                     if not ids:
