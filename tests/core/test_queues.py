@@ -142,9 +142,9 @@ def test_list_tasks_reads_a_bounded_number_of_records(h: Harness, admin: QueueAd
     needle = h.enqueue(queue="needle")
     page = admin.list_tasks(TaskFilter(queue="needle"), "", 10)
     assert page.tasks == [] and page.next_after  # budget used up: continue from the token
-    assert [t.id for t in admin.list_tasks(TaskFilter(queue="needle"), page.next_after, 10).tasks] == [
-        needle.id
-    ]
+    assert [
+        t.id for t in admin.list_tasks(TaskFilter(queue="needle"), page.next_after, 10).tasks
+    ] == [needle.id]
 
 
 def test_list_tasks_refuses_a_huge_page(admin: QueueAdmin) -> None:
