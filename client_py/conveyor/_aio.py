@@ -22,10 +22,12 @@ from conveyor._model import (
     TaskOptions,
     TaskSpec,
 )
+from conveyor._queues import AsyncQueueMixin
 from conveyor._schedules import AsyncScheduleMixin
 from conveyor._stream import WorkStream
 from conveyor.errors import Unavailable, error_from_rpc
 from conveyor.v1 import (
+    queue_service_pb2_grpc,
     schedule_service_pb2_grpc,
     task_service_pb2,
     task_service_pb2_grpc,
@@ -38,7 +40,7 @@ __all__ = ["AsyncClient"]
 R = TypeVar("R")
 
 
-class AsyncClient(AsyncScheduleMixin, ClientBase):
+class AsyncClient(AsyncQueueMixin, AsyncScheduleMixin, ClientBase):
     """An asyncio connection to a broker: one channel, any number of concurrent calls.
 
     Create and use it inside one event loop; `async with AsyncClient(...) as client:`.
@@ -66,6 +68,7 @@ class AsyncClient(AsyncScheduleMixin, ClientBase):
         self._tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._workers = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
         self._schedule_stub = schedule_service_pb2_grpc.ScheduleServiceStub(self._channel)
+        self._queue_stub = queue_service_pb2_grpc.QueueServiceStub(self._channel)
         self._coalescer = EnqueueCoalescer(
             lambda r: self._call(self._tasks.EnqueueBatch, r, self.default_timeout),
             lambda r: self._call(self._tasks.Enqueue, r, self.default_timeout),

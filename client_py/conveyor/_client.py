@@ -20,9 +20,11 @@ from conveyor._model import (
     TaskOptions,
     TaskSpec,
 )
+from conveyor._queues import QueueMixin
 from conveyor._schedules import ScheduleMixin
 from conveyor.errors import Unavailable, error_from_rpc
 from conveyor.v1 import (
+    queue_service_pb2_grpc,
     schedule_service_pb2_grpc,
     task_service_pb2,
     task_service_pb2_grpc,
@@ -35,7 +37,7 @@ __all__ = ["Client"]
 R = TypeVar("R")
 
 
-class Client(ScheduleMixin, ClientBase):
+class Client(QueueMixin, ScheduleMixin, ClientBase):
     """A blocking connection to a broker; thread-safe, one channel.
 
     Args:
@@ -61,6 +63,7 @@ class Client(ScheduleMixin, ClientBase):
         self._tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._workers = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
         self._schedule_stub = schedule_service_pb2_grpc.ScheduleServiceStub(self._channel)
+        self._queue_stub = queue_service_pb2_grpc.QueueServiceStub(self._channel)
 
     def close(self) -> None:
         """Close the channel; calls made afterwards raise Unavailable."""
