@@ -78,7 +78,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     ) -> worker_service_pb2.LeaseResponse:
         self._engine.workers.seen(request.worker_id, context.peer(), request.queues)
         tasks = await self._engine.lease(
-            list(request.queues),
+            convert.queues_from_pb(request.queues),
             request.max_tasks or 1,
             convert.optional_duration(request, "lease_duration"),
             request.worker_id,
