@@ -2,8 +2,9 @@
 
 Each method of a servicer is wrapped once, when the server is built
 (`guarded`). The wrapper also refuses new RPCs with UNAVAILABLE once shutdown
-began and turns anything unexpected into INTERNAL, logged once with its
-traceback. Health and reflection are not wrapped, so they stay answerable.
+began, answers request bytes that did not parse (rpc/wire.py) with
+INVALID_ARGUMENT, and turns anything unexpected into INTERNAL, logged once with
+its traceback. Health and reflection are not wrapped, so they stay answerable.
 
 Why not a grpc.aio ServerInterceptor: it runs for every call and built the
 wrapped handler anew each time, a sizeable share of a cheap call's CPU
@@ -21,6 +22,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from conveyor_server.core import errors
+from conveyor_server.rpc.wire import Unparsable, check_requests
 from conveyor_server.service.load import CallLoad
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ def _guard_unary(inner: Any, method: str, is_stopping: Callable[[], bool], load:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if is_stopping():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
+        if type(request) is Unparsable:  # see rpc/wire.py
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
         load.active += 1
         try:
             return await inner(request, context)
@@ -90,7 +94,7 @@ def _guard_stream(inner: Any, method: str, is_stopping: Callable[[], bool]) -> A
         if is_stopping():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
         try:
-            async for response in inner(requests, context):
+            async for response in inner(check_requests(requests, context), context):
                 yield response
         except Exception as exc:
             await _abort_with(context, exc, method)
