@@ -15,6 +15,7 @@ from conveyor._model import (
     TaskSpec,
     TaskState,
 )
+from conveyor._queues import QueueInfo, TaskPage, WorkerInfo
 from conveyor._schedules import MisfirePolicy, OverlapPolicy, Schedule
 from conveyor._stream import StreamBatch, WorkStream
 from conveyor.errors import (
@@ -40,6 +41,7 @@ __all__ = [
     "LeaseRef",
     "MisfirePolicy",
     "OverlapPolicy",
+    "QueueInfo",
     "ResultTimeout",
     "RetryPolicy",
     "Schedule",
@@ -52,9 +54,11 @@ __all__ = [
     "TaskFailed",
     "TaskFunction",
     "TaskOptions",
+    "TaskPage",
     "TaskSpec",
     "TaskState",
     "WorkStream",
+    "WorkerInfo",
     "errors",
     "set_default_client",
     "task",

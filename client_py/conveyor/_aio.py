@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import grpc
@@ -11,7 +11,7 @@ import grpc
 from conveyor import _convert
 from conveyor._coalesce import EnqueueCoalescer
 from conveyor._core import ClientCore
-from conveyor._model import Seconds
+from conveyor._model import Seconds, Task
 from conveyor._operation import Call, Parallel, Step, install
 from conveyor._stream import WorkStream
 from conveyor.errors import Unavailable, error_from_rpc
@@ -45,6 +45,20 @@ class AsyncClient(ClientCore):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    async def iter_tasks(
+        self, *, limit: int | None = None, newest_first: bool = False, **where: Any
+    ) -> AsyncIterator[Task]:
+        """Every task list_tasks matches, page after page (at most `limit`)."""
+        token, count = "", 0
+        while True:
+            page = await self.list_tasks(page_token=token, newest_first=newest_first, **where)
+            for task in page.tasks[: None if limit is None else limit - count]:
+                count += 1
+                yield task
+            token = page.next_page_token
+            if not token or (limit is not None and count >= limit):
+                return
 
     def _start(self, step: Step) -> Awaitable[Any]:
         """An awaitable doing one step of an operation (see _operation._awaitable)."""

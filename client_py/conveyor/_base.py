@@ -13,6 +13,7 @@ from conveyor._model import ItemOutcome, Seconds, Task, TaskSpec
 from conveyor.errors import InvalidArgument, LeaseLost, NotFound
 from conveyor.serializer import JsonSerializer, Serializer
 from conveyor.v1 import (
+    queue_service_pb2_grpc,
     schedule_service_pb2_grpc,
     task_pb2,
     task_service_pb2,
@@ -68,6 +69,7 @@ class ClientBase:
         self._tasks: Any = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._workers: Any = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
         self._schedule_stub: Any = schedule_service_pb2_grpc.ScheduleServiceStub(self._channel)
+        self._queue_stub: Any = queue_service_pb2_grpc.QueueServiceStub(self._channel)
 
     @property
     def target(self) -> str:

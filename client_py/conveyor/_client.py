@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 
 from conveyor._core import ClientCore
+from conveyor._model import Task
 from conveyor._operation import Call, Parallel, Performed, Step, install
 from conveyor.errors import ConveyorError, Unavailable, error_from_rpc
 
@@ -36,6 +38,20 @@ class Client(ClientCore):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def iter_tasks(
+        self, *, limit: int | None = None, newest_first: bool = False, **where: Any
+    ) -> Iterator[Task]:
+        """Every task list_tasks matches, page after page (at most `limit`)."""
+        token, count = "", 0
+        while True:
+            page = self.list_tasks(page_token=token, newest_first=newest_first, **where)
+            for task in page.tasks[: None if limit is None else limit - count]:
+                count += 1
+                yield task
+            token = page.next_page_token
+            if not token or (limit is not None and count >= limit):
+                return
 
     def _perform(self, step: Step) -> Performed:
         """Do one step of an operation: its reply, or the error to hand back to it."""

@@ -30,6 +30,7 @@ from conveyor._model import (
     TaskSpec,
 )
 from conveyor._operation import Call, Op, Parallel, Sleep, operation
+from conveyor._queues import QueueOperations
 from conveyor._schedules import ScheduleOperations
 from conveyor.errors import Unavailable
 from conveyor.v1 import task_service_pb2, worker_service_pb2
@@ -41,7 +42,7 @@ _RECONNECT_FIRST_SECONDS = 0.1
 _RECONNECT_MAX_SECONDS = 2.0
 
 
-class ClientCore(ScheduleOperations):
+class ClientCore(QueueOperations, ScheduleOperations):
     """The methods Client and AsyncClient share; Client's are blocking, AsyncClient's awaitable.
 
     Args:

@@ -15,6 +15,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from conveyor.v1 import (
+    queue_service_pb2,
+    queue_service_pb2_grpc,
     schedule_service_pb2,
     schedule_service_pb2_grpc,
     task_service_pb2,
@@ -30,6 +32,7 @@ from conveyor_server.core.schedules.book import ScheduleBook
 from conveyor_server.core.schedules.model import Schedule
 from conveyor_server.core.sizes import check_fits
 from conveyor_server.rpc.errors import guarded
+from conveyor_server.rpc.queue_service import QueueServicer
 from conveyor_server.rpc.schedule_codec import schedule_from_pb, schedule_to_pb
 from conveyor_server.rpc.schedule_service import ScheduleServicer
 from conveyor_server.rpc.security import TokenGate, authorized, server_credentials
@@ -37,6 +40,7 @@ from conveyor_server.rpc.services import TaskServicer, WorkerServicer
 from conveyor_server.rpc.token_file import Grants, TokenFileWatcher, flag_grants
 from conveyor_server.rpc.wire import HandlerRegistry
 from conveyor_server.service.engine import Engine
+from conveyor_server.service.queue_ops import QueueOps
 from conveyor_server.service.schedule_file import ScheduleFileWatcher
 from conveyor_server.service.scheduler import CronScheduler
 from conveyor_server.store.lmdb_store import LmdbStore
@@ -48,6 +52,7 @@ SERVICE_NAMES = (
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
+    queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
 )
 #: gRPC core cancels calls that arrive while more than 1,000 wait to be picked up
 #: by the event loop (CANCELLED, nothing logged); one async client with a few
@@ -133,6 +138,9 @@ async def serve(config: ServeConfig) -> None:
     scheduler = CronScheduler(ScheduleBook(engine.broker), engine.notify_written)
     schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
         served(ScheduleServicer(scheduler), schedule_service_pb2, "ScheduleService"), registry
+    )
+    queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
+        served(QueueServicer(QueueOps(engine)), queue_service_pb2, "QueueService"), registry
     )
     health = _HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, HandlerRegistry(server, is_checked=False))

@@ -24,6 +24,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn
 
+from conveyor_server.commands import health, queues, tasks
 from conveyor_server.commands import schedule as schedule_commands
 from conveyor_server.config import SERVE_OPTIONS, ServeConfig, ServeOption, config_from
 
@@ -123,7 +124,13 @@ def _plugin_commands() -> list[Callable[[Any], None]]:
 
 
 #: Each adds one subcommand to the parser.
-SUBCOMMANDS: list[Callable[[Any], None]] = [_add_serve, *schedule_commands.SUBCOMMANDS]
+SUBCOMMANDS: list[Callable[[Any], None]] = [
+    _add_serve,
+    *schedule_commands.SUBCOMMANDS,
+    *queues.SUBCOMMANDS,
+    *tasks.SUBCOMMANDS,
+    *health.SUBCOMMANDS,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,7 +34,9 @@ from conveyor._operation import operation
 CALLED: Counter[tuple[str, str]] = Counter()
 #: Each client's own methods (not shared operations), tested on their own:
 #: close below, work_stream in test_work_stream.py.
-OWN = {"close", "work_stream"}
+#: Methods each client writes itself (not operations); iter_tasks is a (async) generator
+#: over list_tasks, tested on both in test_queue_client.py.
+OWN = {"close", "work_stream", "iter_tasks"}
 
 
 class Blocking:
@@ -100,7 +102,7 @@ def test_both_clients_have_the_same_methods_with_the_same_signatures():
         for name, value in vars(base).items()
         if isinstance(value, operation)
     }
-    assert public_methods(Client) == operations | {"close"}
+    assert public_methods(Client) == operations | {"close", "iter_tasks"}
     assert public_methods(AsyncClient) == operations | OWN
     for name in operations:
         sync, aio = getattr(Client, name), getattr(AsyncClient, name)
@@ -201,6 +203,31 @@ def test_schedules_round_trip(api):
     api.delete_schedule(name)
     with pytest.raises(errors.NotFound):
         api.get_schedule(name)
+
+
+def test_queue_admin_round_trip(api):
+    q = queue()
+    paused = api.pause_queue(q)
+    assert paused.paused and paused.counts == {}
+    api.enqueue("job", {"a": 1}, queue=q)
+    assert api.lease(q) == []
+    info = api.get_queue(q)
+    assert info.counts == {TaskState.READY: 1} and info.oldest_ready_age is not None
+    assert not api.resume_queue(q).paused
+    assert q in {listed.name for listed in api.list_queues()}
+    assert api.purge_queue(q, "ready") == 1
+    dead = [api.enqueue("job", i, queue=q, max_attempts=1).id for i in range(3)]
+    for task in api.lease(q, 3):
+        api.fail(task, "Boom", "bad", retryable=False)
+    page = api.list_tasks(queue=q, states=["dead"], page_size=2)
+    assert [t.id for t in page.tasks] == dead[:2] and page.next_page_token
+    assert api.retry_tasks([dead[0]]) == 1
+    assert api.retry_tasks(queue=q) == 2
+    api.delete_task(dead[2])
+    with pytest.raises(errors.NotFound):
+        api.get_task(dead[2])
+    api.lease(q, worker_id="both-worker")
+    assert "both-worker" in {w.id for w in api.list_workers()}
 
 
 def test_a_closed_client_raises_unavailable(shared_broker):

@@ -30,6 +30,7 @@ from conveyor.v1 import worker_service_pb2 as ws
 TASK = "/conveyor.v1.TaskService/"
 WORKER = "/conveyor.v1.WorkerService/"
 SCHEDULE = "/conveyor.v1.ScheduleService/"
+QUEUE = "/conveyor.v1.QueueService/"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/"
 HEALTH = "/grpc.health.v1.Health/"
 
@@ -49,6 +50,14 @@ ROLES_TABLE: dict[str, set[str]] = {
     **{SCHEDULE + m: {"admin"} for m in _SCHEDULE_WRITES},
     SCHEDULE + "GetSchedule": {"admin", "readonly"},
     SCHEDULE + "ListSchedules": {"admin", "readonly"},
+    **{
+        QUEUE + m: {"admin", "readonly"}
+        for m in ("ListQueues", "GetQueue", "ListTasks", "ListWorkers")
+    },
+    **{
+        QUEUE + m: {"admin"}
+        for m in ("PauseQueue", "ResumeQueue", "PurgeQueue", "RetryTasks", "DeleteTask")
+    },
     REFLECTION + "ServerReflectionInfo": {"admin"},
 }
 OPEN = (HEALTH,)

@@ -24,6 +24,7 @@ def test_health_lists_every_service(shared_broker):
         "conveyor.v1.TaskService": serving,
         "conveyor.v1.WorkerService": serving,
         "conveyor.v1.ScheduleService": serving,
+        "conveyor.v1.QueueService": serving,
     }
 
 

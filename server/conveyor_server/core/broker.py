@@ -167,6 +167,7 @@ class Broker:
             lease_to is not None
             and task.state is TaskState.READY
             and (task.deadline is None or task.deadline > now)
+            and not txn.is_paused(task.queue)
         ):
             start_lease(task, now, lease_to.lease_duration, lease_to.worker_id)
         txn.put_task(task, is_new=True)  # _find_duplicate looked; a generated id is fresh
@@ -227,7 +228,9 @@ class Broker:
         def look(txn: TaskTxn) -> bool:
             if txn.due_task_ids("scheduled", now, 1):
                 return True
-            return any(txn.ready_task_ids(queue, 1) for queue in queues)
+            return any(
+                txn.ready_task_ids(queue, 1) and not txn.is_paused(queue) for queue in queues
+            )
 
         return self.store.read(look)
 
@@ -308,6 +311,8 @@ class Broker:
             self._promote_scheduled(txn, now, batch.promoted)
             room = budget  # bytes the answer may still carry; the first task always goes
             for queue in ordered:
+                if txn.is_paused(queue):  # a paused queue hands out nothing (core/queues.py)
+                    continue
                 while len(batch.tasks) < max_tasks:
                     ids = txn.ready_task_ids(queue, max_tasks - len(batch.tasks))
                     if not ids:

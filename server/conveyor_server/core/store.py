@@ -94,6 +94,23 @@ class TaskTxn(Protocol):
         """Number of entries in an index (for tests and operators; may be O(n))."""
         ...
 
+    # -- operators (core/queues.py) ----------------------------------------------
+
+    def is_paused(self, queue: str) -> bool:
+        """Whether the queue is paused (stored: a pause survives a restart)."""
+        ...
+
+    def set_paused(self, queue: str, is_paused: bool) -> None: ...
+
+    def paused_queues(self) -> list[str]:
+        """Every paused queue, in name order."""
+        ...
+
+    def scan_tasks(self, after: str, limit: int, *, newest_first: bool = False) -> list[Task]:
+        """Up to `limit` tasks in id order, starting past the id `after` ("" from the start),
+        descending with `newest_first`. Their payloads are left empty (not read)."""
+        ...
+
 
 class ChangeListener(Protocol):
     """Told about changes that *other processes* made to a shared store.

@@ -41,3 +41,18 @@ def requeue(task: Task, run_at: float, now: float) -> None:
     task.run_at = run_at
     task.state = TaskState.SCHEDULED if run_at > now else TaskState.READY
     task.updated_at = now
+
+
+def retry(task: Task, now: float) -> None:
+    """An operator's retry of a finished task: READY now, attempts reset, the deadline
+    cleared (an EXPIRED task would expire again); the last error is kept."""
+    clear_lease(task)
+    task.state = TaskState.READY
+    task.attempt = 0
+    task.run_at = now
+    task.deadline = None
+    task.finished_at = None
+    task.cancel_requested = False
+    task.result = None
+    task.worker_id = ""
+    task.updated_at = now

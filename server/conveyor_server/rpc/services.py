@@ -76,6 +76,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     async def Lease(
         self, request: worker_service_pb2.LeaseRequest, context: _Ctx
     ) -> worker_service_pb2.LeaseResponse:
+        self._engine.workers.seen(request.worker_id, context.peer(), request.queues)
         tasks = await self._engine.lease(
             convert.queues_from_pb(request.queues),
             request.max_tasks or 1,
@@ -134,5 +135,10 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         if opening is None:
             return
         stream = WorkStream(self._engine, opening)
-        async for response in stream.run(request_iterator):
-            yield response
+        workers = self._engine.workers
+        seen = workers.connected(opening.open.worker_id, context.peer(), opening.open.queues)
+        try:
+            async for response in stream.run(request_iterator):
+                yield response
+        finally:
+            workers.disconnected(seen)

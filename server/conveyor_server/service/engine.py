@@ -32,6 +32,7 @@ from conveyor_server.core.model import (
 from conveyor_server.service.settle import settle
 from conveyor_server.service.timer import TaskTimer
 from conveyor_server.service.waiters import LeaseWait, Waiters
+from conveyor_server.service.workers import WorkerRegistry
 
 log = logging.getLogger("conveyor.tasks")
 
@@ -58,6 +59,7 @@ class Engine:
         self.settings = broker.settings
         self.waiters = Waiters(max_waiters)
         self.timer = TaskTimer(broker, self._after_tick)
+        self.workers = WorkerRegistry(broker.clock)  # for ListWorkers (service/queue_ops.py)
         self.is_stopping = False
         self._background: set[asyncio.Future[Any]] = set()
 

@@ -41,7 +41,8 @@ class KvTxn(Protocol):
     def delete(self, db: str, key: bytes) -> None: ...
 
     def scan(
-        self, db: str, start: bytes, end: bytes | None, limit: int
+        self, db: str, start: bytes, end: bytes | None, limit: int, *, reverse: bool = False
     ) -> list[tuple[bytes, bytes]]:
-        """Up to `limit` items with start <= key < end (end None: no bound), in key order."""
+        """Up to `limit` items with start <= key < end (end None: no bound), in key order;
+        `reverse`: the last `limit` of them, in descending key order."""
         ...

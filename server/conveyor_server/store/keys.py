@@ -8,7 +8,8 @@ leases     lease_expires_at_us u64 | id                    -> b""
 deadlines  deadline_us u64 | id                            -> b""   (SCHEDULED/READY only)
 retention  remove_at_us u64 | id                           -> b""   (final tasks)
 unique     queue 0x00 | unique_key                         -> id
-meta       b"schema_version" -> u64, b"sequence" -> u64
+meta       b"schema_version" -> u64, b"sequence" -> u64,
+           b"paused" 0x00 | queue -> b""                   (paused queues only)
 schedules  b"n" | name                            -> Schedule record (store/schedule_record.py)
            b"t" | next_fire_time_us u64 | name             -> b""   (active schedules only)
 """
@@ -84,6 +85,13 @@ def schedule_key(name: str) -> bytes:
 
 def schedule_due_key(next_fire_time: float, name: str) -> bytes:
     return SCHEDULE_DUE_PREFIX + time_key(next_fire_time, name.encode())
+
+
+PAUSED_PREFIX = b"paused\x00"
+
+
+def paused_key(queue: str) -> bytes:
+    return PAUSED_PREFIX + queue.encode()
 
 
 def pack_u64(value: int) -> bytes:

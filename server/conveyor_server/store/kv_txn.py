@@ -14,6 +14,7 @@ from conveyor_server.core.schedules.model import Schedule
 from conveyor_server.core.store import TIME_INDEXES
 from conveyor_server.store import keys, record, schedule_record
 from conveyor_server.store.base import KvTxn
+from conveyor_server.store.queue_txn import KvQueueVerbs
 
 if TYPE_CHECKING:
     from conveyor_server.core.store import TaskTxn
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class KvTaskTxn:
+class KvTaskTxn(KvQueueVerbs):
     """The core's TaskTxn (core/store.py) inside one KV transaction.
 
     It remembers the index entries of every task it loaded, so `put_task`

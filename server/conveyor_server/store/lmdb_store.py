@@ -87,16 +87,37 @@ class _LmdbKv:
             raise WriteInReadTransaction("write in a read transaction") from exc
 
     def scan(
-        self, db: str, start: bytes, end: bytes | None, limit: int
+        self, db: str, start: bytes, end: bytes | None, limit: int, *, reverse: bool = False
     ) -> list[tuple[bytes, bytes]]:
         out: list[tuple[bytes, bytes]] = []
         if limit <= 0:
             return out
+        if reverse:
+            return self._scan_reverse(db, start, end, limit)
         with self._txn.cursor(db=self._dbs[db]) as cursor:
             if not cursor.set_range(start):
                 return out
             for key, value in cursor:
                 if end is not None and key >= end:  # type: ignore[operator]  # bytes, no buffers=
+                    break
+                out.append((key, value))  # type: ignore[arg-type]
+                if len(out) >= limit:
+                    break
+        return out
+
+    def _scan_reverse(
+        self, db: str, start: bytes, end: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        with self._txn.cursor(db=self._dbs[db]) as cursor:
+            if end is None or not cursor.set_range(end):
+                is_positioned = cursor.last()
+            else:
+                is_positioned = cursor.prev()  # the first key before `end`
+            if not is_positioned:
+                return out
+            for key, value in cursor.iterprev():
+                if key < start:  # type: ignore[operator]  # bytes, no buffers=
                     break
                 out.append((key, value))  # type: ignore[arg-type]
                 if len(out) >= limit:

@@ -52,11 +52,14 @@ class _MemoryKv:
             self.undo.append((db, key, old))
 
     def scan(
-        self, db: str, start: bytes, end: bytes | None, limit: int
+        self, db: str, start: bytes, end: bytes | None, limit: int, *, reverse: bool = False
     ) -> list[tuple[bytes, bytes]]:
         table = self._tables[db]
         first = bisect.bisect_left(table.keys, start)
         last = len(table.keys) if end is None else bisect.bisect_left(table.keys, end)
+        if reverse:
+            first = max(first, last - limit)
+            return [(k, table.values[k]) for k in reversed(table.keys[first:last])]
         last = min(last, first + limit)
         return [(k, table.values[k]) for k in table.keys[first:last]]
 
