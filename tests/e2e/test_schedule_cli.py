@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from conveyor import Client
-from tests.e2e.test_security import pki  # noqa: F401 (a fixture)
 
 MAIN = "import sys; from conveyor_server.cli import main; main(sys.argv[1:])"
 
@@ -112,7 +111,7 @@ def test_token_comes_from_the_flag_or_conveyor_token(broker_factory):
     assert listed.returncode == 0 and "NAME" in listed.stdout, listed.stderr
 
 
-def test_tls_and_mutual_tls_options(broker_factory, pki):  # noqa: F811
+def test_tls_and_mutual_tls_options(broker_factory, pki):
     broker = broker_factory(
         "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
         "--tls-client-ca", str(pki / "ca.pem"),
