@@ -39,6 +39,18 @@ class CommandParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+class BadVariable:
+    """A CONVEYOR_* value that does not parse. Kept as the option's default, so that
+    only `serve` refuses it (other commands build the same parser) and a flag given
+    on the command line replaces it."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __str__(self) -> str:
+        return "invalid, see the variable"
+
+
 def _argparse_type(option: ServeOption) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
@@ -50,7 +62,7 @@ def _argparse_type(option: ServeOption) -> Callable[[str], Any]:
     return parse
 
 
-def _shown(option: ServeOption) -> str:
+def _shown(option: ServeOption) -> str:  # the built-in default, whatever the environment says
     default = option.default
     return option.show(default) if default not in ("", ()) else "none"
 
@@ -63,8 +75,8 @@ def _add_serve(subparsers: Any) -> None:
         if raw is not None:
             try:
                 default = option.parse(raw)
-            except ValueError as exc:
-                p.error(f"{option.env}={raw!r}: {exc}")
+            except ValueError as exc:  # said when `serve` runs, unless the flag replaces it
+                default = BadVariable(f"{option.env}={raw!r}: {exc}")
         p.add_argument(
             option.flag,
             dest=option.dest,
@@ -91,6 +103,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     from conveyor_server.app import serve
     from conveyor_server.core.errors import ConveyorError
 
+    bad = [value for value in vars(args).values() if isinstance(value, BadVariable)]
+    if bad:
+        print(f"conveyor serve: {bad[0].message} (see conveyor serve --help)", file=sys.stderr)
+        return 2
     config = config_from(vars(args))
     refusal = _refusal(config)
     if refusal is not None:

@@ -111,6 +111,20 @@ def at_least(parse: Callable[[str], Any], low: float, what: str) -> Callable[[st
     return checked
 
 
+def between(
+    parse: Callable[[str], Any], low: float, high: float, what: str
+) -> Callable[[str], Any]:
+    """`parse`, then refuse values outside [low, high] (`what` says the range to people)."""
+
+    def checked(text: str) -> Any:
+        value = parse(text)
+        if not low <= value <= high:
+            raise ValueError(f"{text!r} is out of range: {what}")
+        return value
+
+    return checked
+
+
 def _integer(text: str) -> int:
     try:
         return int(text.strip())
@@ -153,7 +167,10 @@ class ServeOption:
 
 _POSITIVE_SIZE = at_least(parse_size, 1, "at least 1 byte")
 _POSITIVE_COUNT = at_least(_integer, 1, "at least 1")
-_POSITIVE_DURATION = at_least(parse_duration, 0.001, "at least 1ms")
+_HOUR = 3600.0
+_LEASE_DURATION = between(parse_duration, 0.001, 24 * _HOUR, "1ms to 24h")
+_WAIT = between(parse_duration, 0, _HOUR, "0s to 1h")
+_RETENTION = between(parse_duration, 0, 10 * 8760 * _HOUR, "0s to 87600h (10 years)")
 
 SERVE_OPTIONS: tuple[ServeOption, ...] = (
     ServeOption("--listen", "listen", "gRPC address host:port (port 0: any free port)",
@@ -169,18 +186,17 @@ SERVE_OPTIONS: tuple[ServeOption, ...] = (
     ServeOption("--max-batch", "broker.max_batch",
                 "most tasks per EnqueueBatch, Lease, Ack, Fail call", _POSITIVE_COUNT),
     ServeOption("--max-waiters", "max_waiters", "most parked long-poll calls",
-                at_least(_integer, 0, "0 or more")),
+                between(_integer, 0, 10_000_000, "0 to 10000000")),
     ServeOption("--max-wait", "broker.max_wait", "longest long-poll wait (Lease, GetResult)",
-                parse_duration, format_duration),
+                _WAIT, format_duration),
     ServeOption("--default-lease-duration", "broker.default_lease_duration",
-                "lease length for tasks that name none", _POSITIVE_DURATION, format_duration),
+                "lease length for tasks that name none", _LEASE_DURATION, format_duration),
     ServeOption("--default-max-attempts", "broker.default_max_attempts",
-                "attempts for tasks that name none", _POSITIVE_COUNT),
+                "attempts for tasks that name none", between(_integer, 1, 1000, "1 to 1000")),
     ServeOption("--result-retention", "broker.default_result_retention",
-                "how long finished tasks and results are kept", parse_duration, format_duration),
+                "how long finished tasks and results are kept", _RETENTION, format_duration),
     ServeOption("--shutdown-grace", "shutdown_grace",
-                "how long in-flight calls may finish after SIGTERM", parse_duration,
-                format_duration),
+                "how long in-flight calls may finish after SIGTERM", _WAIT, format_duration),
     ServeOption("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR",
                 choice("DEBUG", "INFO", "WARNING", "ERROR", fold=str.upper)),
     ServeOption("--schedules", "schedules_file",

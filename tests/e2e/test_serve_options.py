@@ -53,7 +53,7 @@ def test_a_bad_variable_is_refused_exactly_like_the_flag(option, capsys):
     os.environ[option.env] = bad
     try:
         with pytest.raises(SystemExit) as env_exit:
-            cli.build_parser().parse_args(["serve"])
+            cli.main(["serve"])  # refused before anything opens
     finally:
         del os.environ[option.env]
     env_error = capsys.readouterr().err
@@ -62,6 +62,38 @@ def test_a_bad_variable_is_refused_exactly_like_the_flag(option, capsys):
     assert option.env in env_error and bad in env_error
     # The same parser said the same thing about the value.
     assert flag_error.split(": ", 2)[-1].split(" (see")[0] in env_error
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["--max-wait", "--default-lease-duration", "--result-retention", "--shutdown-grace"],
+)
+def test_a_duration_beyond_its_range_is_refused(option, capsys):
+    with pytest.raises(SystemExit) as refused:
+        cli.build_parser().parse_args(["serve", option, "99999999999999999d"])
+    assert refused.value.code == 2 and "out of range" in capsys.readouterr().err
+
+
+def test_a_bad_serve_variable_leaves_other_commands_and_the_flag_working(tmp_path):
+    env = {"CONVEYOR_DURABILITY": "maybe"}
+    help_text = subprocess.run(
+        [sys.executable, "-m", "conveyor_server", "schedules", "--help"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **env},
+    )  # fmt: skip
+    assert help_text.returncode == 0, help_text.stderr
+    with pytest.raises(SystemExit):  # the flag replaces the bad variable: --help runs
+        os.environ.update(env)
+        try:
+            cli.build_parser().parse_args(["serve", "--durability", "sync", "--help"])
+        finally:
+            del os.environ["CONVEYOR_DURABILITY"]
+    args = None
+    os.environ.update(env)
+    try:
+        args = cli.build_parser().parse_args(["serve", "--durability", "nosync"])
+    finally:
+        del os.environ["CONVEYOR_DURABILITY"]
+    assert args.durability == "nosync"
 
 
 def test_a_durability_typo_in_the_environment_does_not_start_without_fsync(tmp_path):
