@@ -56,7 +56,7 @@ async def _first_answer(address: str, task_id: str, seconds: float) -> None:
 
 
 def depth(sizes: Sizes, config: RunConfig) -> tuple[list[Sample], dict[str, float]]:
-    with running_broker(config.durability) as broker:
+    with running_broker(config.durability, config.broker_args) as broker:
         address = broker.address
         samples = _probes(pid(broker), address, sizes, config, "shallow")
         rss_empty, anon_empty = rss_mib(pid(broker))

@@ -1,4 +1,5 @@
-"""Wiring only: open the store, build the core, start gRPC (+ health, reflection), timer, cron."""
+"""Wiring only: open the store, build the core, start gRPC (+ health, reflection), timer, cron,
+and /metrics."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from conveyor.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
+from conveyor_server import __version__
 from conveyor_server.config import ServeConfig
 from conveyor_server.core.broker import Broker
 from conveyor_server.core.clock import SystemClock
@@ -35,6 +37,8 @@ from conveyor_server.rpc.security import TokenAuthInterceptor, server_credential
 from conveyor_server.rpc.services import TaskServicer, WorkerServicer
 from conveyor_server.service.engine import Engine
 from conveyor_server.service.load import CallLoad
+from conveyor_server.service.metrics import Metrics
+from conveyor_server.service.metrics.exporter import ConveyorCollector, MetricsServer, Sources
 from conveyor_server.service.schedule_file import ScheduleFileWatcher
 from conveyor_server.service.scheduler import CronScheduler
 from conveyor_server.store.lmdb_store import LmdbStore
@@ -95,9 +99,17 @@ async def serve(config: ServeConfig) -> None:
         max_bytes=config.max_store_bytes,
         upgrades=LMDB_UPGRADES,
     )
-    engine = Engine(Broker(store, SystemClock(), config.broker), config.max_waiters)
+    metrics = Metrics() if config.metrics_listen else None
+    engine = Engine(
+        Broker(store, SystemClock(), config.broker),
+        config.max_waiters,
+        metrics.tasks if metrics is not None else None,
+    )
     load = CallLoad(lambda: engine.waiters.parked)
     store.committer.is_loop_busy = load.is_busy
+    rpc_metrics = metrics.rpc if metrics is not None else None
+    if metrics is not None:
+        store.committer.on_commit = metrics.commits.committed
     server = grpc.aio.server(
         interceptors=[TokenAuthInterceptor(config.auth_tokens)] if config.auth_tokens else [],
         options=[
@@ -120,22 +132,37 @@ async def serve(config: ServeConfig) -> None:
         return module.DESCRIPTOR.services_by_name[name]
 
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
-        guarded(TaskServicer(engine), service(task_service_pb2, "TaskService"), is_stopping, load),
+        guarded(
+            TaskServicer(engine),
+            service(task_service_pb2, "TaskService"),
+            is_stopping,
+            load,
+            rpc_metrics,
+        ),
         registry,
     )
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
         guarded(
-            WorkerServicer(engine), service(worker_service_pb2, "WorkerService"), is_stopping, load
+            WorkerServicer(engine),
+            service(worker_service_pb2, "WorkerService"),
+            is_stopping,
+            load,
+            rpc_metrics,
         ),
         registry,
     )
-    scheduler = CronScheduler(ScheduleBook(engine.broker), engine.notify_written)
+    scheduler = CronScheduler(
+        ScheduleBook(engine.broker),
+        engine.notify_written,
+        metrics.schedules if metrics is not None else None,
+    )
     schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
         guarded(
             ScheduleServicer(scheduler),
             service(schedule_service_pb2, "ScheduleService"),
             is_stopping,
             load,
+            rpc_metrics,
         ),
         registry,
     )
@@ -174,6 +201,15 @@ async def serve(config: ServeConfig) -> None:
     if port == 0 or requested not in (0, port):
         store.close()
         raise StartupRefused(f"cannot listen on {config.listen}: the address is in use or invalid")
+    exporter = None
+    if metrics is not None:
+        exporter = _start_metrics(metrics, engine, store, config.metrics_listen)
+        if exporter is None:
+            store.close()
+            raise StartupRefused(
+                f"cannot serve metrics on {config.metrics_listen}: the address is in use or "
+                "not available here (--metrics-listen; empty turns metrics off)"
+            )
     await server.start()
     await engine.start()
     scheduler.start()
@@ -189,6 +225,10 @@ async def serve(config: ServeConfig) -> None:
         "mutual" if config.tls_client_ca else "on" if config.tls_cert else "off",
         "on" if config.auth_tokens else "off",
     )
+    if exporter is not None:
+        metrics_host = config.metrics_listen.rsplit(":", 1)[0]
+        log.info("metrics on http://%s:%d/metrics", metrics_host, exporter.port)
+        print(f"conveyor metrics on {metrics_host}:{exporter.port}", file=sys.stdout, flush=True)
     print(f"conveyor serving on {host}:{port}", file=sys.stdout, flush=True)
 
     stop = asyncio.Event()
@@ -209,8 +249,28 @@ async def serve(config: ServeConfig) -> None:
     # once server.stop() begins, gRPC itself may answer late arrivals with CANCELLED.
     await asyncio.sleep(min(_REFUSAL_WINDOW_SECONDS, config.shutdown_grace))
     await server.stop(config.shutdown_grace)
+    if exporter is not None:
+        exporter.stop()
     store.close()
     log.info("stopped cleanly")
+
+
+def _start_metrics(
+    metrics: Metrics, engine: Engine, store: LmdbStore, listen: str
+) -> MetricsServer | None:
+    """Serve /metrics on `listen`; None if the address is taken or not available."""
+    sources = Sources(
+        depths=lambda: store.read(lambda txn: txn.queue_depths()),
+        parked=lambda: engine.waiters.parked,
+        store_usage=store.usage,
+        version=__version__,
+    )
+    exporter = MetricsServer(ConveyorCollector(metrics, sources))
+    try:
+        exporter.start(listen)
+    except OSError:
+        return None
+    return exporter
 
 
 def _reconciler(scheduler: CronScheduler) -> Callable[[Sequence[Schedule]], Awaitable[None]]:

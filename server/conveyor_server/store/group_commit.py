@@ -25,6 +25,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
@@ -83,6 +84,9 @@ class GroupCommitter:
         self._max_group = max_group
         self._inline_max = inline_max
         self.is_loop_busy: Callable[[], bool] = _never_busy
+        #: Told (writes in the group, seconds to apply and commit it) after each group, on
+        #: the thread that committed it (wired by the service layer's metrics).
+        self.on_commit: Callable[[int, float], None] | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._inline_loop: asyncio.AbstractEventLoop | None = None
@@ -210,11 +214,14 @@ class GroupCommitter:
         batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
         if not batch:
             return
+        started = time.perf_counter()
         try:
             outcomes = self._backend.apply_group(batch)
         except Exception as exc:  # a commit failure: nothing in the group is durable
             log.exception("store commit failed for a group of %d writes", len(batch))
             outcomes = [(False, exc)] * len(batch)
+        if self.on_commit is not None:
+            self.on_commit(len(batch), time.perf_counter() - started)
         for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             if ok:
                 future.set_result(value)
