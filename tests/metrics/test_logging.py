@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -75,4 +74,3 @@ def test_redaction_covers_arguments_and_tracebacks() -> None:
     entry = json.loads(line)
     assert entry["message"] == f"token {REDACTED} used"
     assert REDACTED in entry["exception"] and "RuntimeError" in entry["exception"]
-
