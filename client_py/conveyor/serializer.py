@@ -6,7 +6,15 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["JSON", "OCTET_STREAM", "Encoded", "JsonSerializer", "Serializer", "encode"]
+__all__ = [
+    "JSON",
+    "OCTET_STREAM",
+    "Encoded",
+    "JsonSerializer",
+    "Serializer",
+    "encode",
+    "media_type",
+]
 
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
@@ -44,7 +52,14 @@ class JsonSerializer:
         return self._encoder.encode(value).encode(), JSON
 
     def loads(self, data: bytes, content_type: str) -> Any:
-        """Decode JSON (also `+json` types), pass other types through as bytes."""
+        """Decode JSON (also `+json` types), text as str, pass other types through as bytes.
+
+        Media types are matched without their parameters and case
+        (`Application/JSON; charset=utf-8` is JSON), as RFC 9110 says; the exact
+        `application/json` this serializer writes is checked first, so it costs nothing.
+        """
+        if content_type != JSON:
+            content_type = media_type(content_type)
         if content_type == JSON or content_type.endswith("+json"):
             return _json_loads(data) if data else None
         if not content_type and not data:
@@ -52,6 +67,11 @@ class JsonSerializer:
         if content_type.startswith("text/"):
             return data.decode()
         return data
+
+
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type value, lower case, without parameters."""
+    return content_type.partition(";")[0].strip().lower()
 
 
 _decode_json = json.JSONDecoder().decode

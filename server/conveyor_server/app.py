@@ -59,6 +59,19 @@ _MAX_PENDING_CALLS = 20_000
 _REFUSAL_WINDOW_SECONDS = 0.25
 
 
+class _HealthServicer(HealthServicer):
+    """grpcio's health servicer, plus List (added to health.proto in 2024), which it leaves
+    UNIMPLEMENTED: probes that list services then see the same statuses Check gives."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        response = health_pb2.HealthListResponse()
+        for name, status in self._server_status.items():
+            response.statuses[name].status = status
+        return response
+
+
 class _GenericHandlersOnly:
     """The server as the generated `add_*Servicer_to_server` functions see it: generic handlers.
 
@@ -166,7 +179,7 @@ async def serve(config: ServeConfig) -> None:
         ),
         registry,
     )
-    health = HealthServicer()
+    health = _HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, registry)
     # Reflection keeps its registered method (enable_server_reflection wants the real
     # server): with none registered at all, raw unary Enqueue was slower (figures:

@@ -64,3 +64,32 @@ def test_json_payloads_decode_as_json_loads_does(value, encoding):
 def test_malformed_json_still_raises():
     with pytest.raises(json.JSONDecodeError):
         JsonSerializer().loads(b"{bad", "application/json")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "APPLICATION/JSON",
+        " Application/Json ;charset=UTF-8",
+        "application/vnd.api+json",
+        "application/problem+JSON; charset=utf-8",
+    ],
+)
+def test_json_media_types_decode_whatever_their_case_and_parameters(content_type):
+    assert JsonSerializer().loads(b'{"a": 1}', content_type) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected"),
+    [
+        ("", b'{"a": 1}'),  # no type: a foreign worker's bare bytes stay bytes
+        ("application/octet-stream", b'{"a": 1}'),
+        ("application/jsonx", b'{"a": 1}'),
+        ("text/plain; charset=utf-8", '{"a": 1}'),
+        ("Text/Plain", '{"a": 1}'),
+    ],
+)
+def test_other_media_types_are_not_parsed_as_json(content_type, expected):
+    assert JsonSerializer().loads(b'{"a": 1}', content_type) == expected

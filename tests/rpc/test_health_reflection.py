@@ -15,6 +15,18 @@ def test_health_reports_serving(shared_broker):
             assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def test_health_lists_every_service(shared_broker):
+    with grpc.insecure_channel(shared_broker.address) as channel:
+        response = health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())
+    serving = health_pb2.HealthCheckResponse.SERVING
+    assert {name: s.status for name, s in response.statuses.items()} == {
+        "": serving,
+        "conveyor.v1.TaskService": serving,
+        "conveyor.v1.WorkerService": serving,
+        "conveyor.v1.ScheduleService": serving,
+    }
+
+
 def test_reflection_lists_the_services(shared_broker):
     with grpc.insecure_channel(shared_broker.address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)

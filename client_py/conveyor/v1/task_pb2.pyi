@@ -244,7 +244,11 @@ class TaskSpec(_message.Message):
     broker's --max-payload-bytes (1 MiB by default).
     """
     content_type: _builtins.str
-    """MIME type of payload, e.g. "application/json". At most 128 bytes."""
+    """MIME type of payload, e.g. "application/json". At most 128 bytes.
+    Clients decode application/json and any +json type (ignoring case and
+    parameters) as JSON, text/* as UTF-8 text, anything else as bytes; see
+    docs/protocol.md.
+    """
     priority: _builtins.int
     """Higher runs first within a queue. Range [-100, 100]; default 0."""
     max_attempts: _builtins.int

@@ -68,7 +68,9 @@ class LeaseRequest(_message.Message):
     """How to pick among queues."""
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Queue names in priority order; at least one, at most 64."""
+        """Queue names in priority order; at least one, at most 64. An empty name
+        means the "default" queue, as in TaskSpec.queue.
+        """
 
     @_builtins.property
     def lease_duration(self) -> _duration_pb2.Duration:
@@ -168,7 +170,7 @@ class ItemOutcome(_message.Message):
     """Task id of the item."""
     code: _builtins.int
     """gRPC status code number: 0 OK, 3 INVALID_ARGUMENT, 5 NOT_FOUND,
-    9 FAILED_PRECONDITION.
+    9 FAILED_PRECONDITION (a stale lease_token: drop the task, do not retry).
     """
     message: _builtins.str
     """Why the item failed; empty on success."""
@@ -221,11 +223,14 @@ class LeaseExtension(_message.Message):
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def lease(self) -> Global___LeaseRef:
-        """The lease."""
+        """The lease. Required."""
 
     @_builtins.property
     def lease_duration(self) -> _duration_pb2.Duration:
-        """New lease length from now; absent means the task's lease_duration."""
+        """New lease length from now; absent means the task's own lease_duration
+        (from its TaskSpec, else the broker default), not the length the Lease
+        call or StreamWorkOpen asked for: send it with every extension.
+        """
 
     def __init__(
         self,
@@ -335,11 +340,14 @@ class AckItem(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def lease(self) -> Global___LeaseRef:
-        """The lease."""
+        """The lease. Required."""
 
     @_builtins.property
     def result(self) -> _task_pb2.TaskResult:
-        """The result to keep; bounded like a payload."""
+        """The result to keep; bounded like a payload. Absent stores an empty
+        result; set content_type (e.g. "application/json") so that clients in
+        other languages know how to read data.
+        """
 
     def __init__(
         self,
@@ -417,12 +425,13 @@ class FailItem(_message.Message):
     """False makes the task DEAD at once. Absent means true."""
     @_builtins.property
     def lease(self) -> Global___LeaseRef:
-        """The lease."""
+        """The lease. Required."""
 
     @_builtins.property
     def error(self) -> _task_pb2.TaskError:
         """What went wrong (type, message, details; attempt and failed_at are set
-        by the broker).
+        by the broker). Absent stores a last_error with type "Error" and an
+        empty message: send at least a type and a message.
         """
 
     @_builtins.property

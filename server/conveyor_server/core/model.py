@@ -61,12 +61,16 @@ class TaskResult:
     content_type: str = ""
 
 
+#: The queue of a task whose spec names none, and of an empty name in a Lease's queues.
+DEFAULT_QUEUE = "default"
+
+
 @dataclass(slots=True)
 class TaskSpec:
     """A producer's request to create a task; None means "use the broker default"."""
 
     kind: str
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     payload: bytes = b""
     content_type: str = ""
     headers: dict[str, str] = field(default_factory=dict)

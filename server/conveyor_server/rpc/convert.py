@@ -9,6 +9,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from conveyor.v1 import task_pb2, task_service_pb2, worker_service_pb2
 from conveyor_server.core.errors import ConveyorError, InvalidArgument
 from conveyor_server.core.model import (
+    DEFAULT_QUEUE,
     Ack,
     EnqueueOutcome,
     Extension,
@@ -29,7 +30,10 @@ from conveyor_server.rpc.codec import (
 )
 from conveyor_server.rpc.errors import status_for
 
-DEFAULT_QUEUE = "default"
+
+def queues_from_pb(queues: Sequence[str]) -> list[str]:
+    """A Lease's queue names; an empty one means the default queue, as in TaskSpec.queue."""
+    return [queue or DEFAULT_QUEUE for queue in queues]
 
 
 def optional_duration(message: object, field: str) -> float | None:

@@ -77,7 +77,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         self, request: worker_service_pb2.LeaseRequest, context: _Ctx
     ) -> worker_service_pb2.LeaseResponse:
         tasks = await self._engine.lease(
-            list(request.queues),
+            convert.queues_from_pb(request.queues),
             request.max_tasks or 1,
             convert.optional_duration(request, "lease_duration"),
             request.worker_id,

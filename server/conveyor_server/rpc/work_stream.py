@@ -43,7 +43,7 @@ class WorkStream:
         spec = opening.open
         self._opening = opening  # its credits (and any outcomes) are applied by run()
         self._engine = engine
-        self._queues = list(spec.queues)
+        self._queues = convert.queues_from_pb(spec.queues)
         self._lease_duration = convert.optional_duration(spec, "lease_duration")
         self._worker_id = spec.worker_id
         self._order = convert.queue_order_from_pb(spec.queue_order)
