@@ -238,11 +238,12 @@ async def serve(config: ServeConfig) -> None:
         "mutual" if config.tls_client_ca else "on" if config.tls_cert else "off",
         "on" if config.auth_tokens else "off",
     )
+    serving = f"conveyor serving on {host}:{port}"
     if exporter is not None:
         metrics_host = config.metrics_listen.rsplit(":", 1)[0]
         log.info("metrics on http://%s:%d/metrics", metrics_host, exporter.port)
-        print(f"conveyor metrics on {metrics_host}:{exporter.port}", file=sys.stdout, flush=True)
-    print(f"conveyor serving on {host}:{port}", file=sys.stdout, flush=True)
+        serving += f", metrics on {metrics_host}:{exporter.port}"
+    print(serving, file=sys.stdout, flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _SERVING = re.compile(r"conveyor serving on (\S+:\d+)")
-_METRICS = re.compile(r"^conveyor metrics on (\S+:\d+)")
+_METRICS = re.compile(r"^conveyor serving on \S+:\d+, metrics on (\S+:\d+)")
 
 
 class BrokerProcess:
