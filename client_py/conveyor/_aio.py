@@ -128,7 +128,7 @@ class AsyncClient(AsyncScheduleMixin, ClientBase):
             response = await self._call(self._tasks.Enqueue, request, self._timeout(timeout))
         else:
             response = await self._coalescer.submit(request.task)
-        return self._task(response.task, response.duplicate)
+        return self._enqueued_task(response, request.task)
 
     async def enqueue_many(
         self,
@@ -154,7 +154,11 @@ class AsyncClient(AsyncScheduleMixin, ClientBase):
         responses = await asyncio.gather(
             *(self._call(self._tasks.EnqueueBatch, r, deadline) for r in requests)
         )
-        return [self._task(r.task, r.duplicate) for response in responses for r in response.results]
+        return [
+            self._enqueued_task(answer, spec)
+            for request, response in zip(requests, responses, strict=True)
+            for answer, spec in zip(response.results, request.tasks, strict=True)
+        ]
 
     async def get_task(self, task_id: str, *, timeout: Seconds | None = None) -> Task:
         """The task as it is now.

@@ -63,6 +63,18 @@ class ClientBase:
     def _task(self, pb: task_pb2.Task, duplicate: bool = False) -> Task:
         return _convert.task_from_pb(pb, self.serializer, duplicate)
 
+    def _enqueued_task(
+        self, answer: task_service_pb2.EnqueueResponse, spec: task_pb2.TaskSpec
+    ) -> Task:
+        """The task of an Enqueue answer. The broker does not echo a new task's payload
+        and headers (an answer must stay small whatever the request's size): they are
+        the spec's. A duplicate comes without them; `get_task` has them."""
+        task = self._task(answer.task, answer.duplicate)
+        if not answer.duplicate:
+            task.payload_bytes = spec.payload
+            task.headers = dict(spec.headers) if spec.headers else {}
+        return task
+
     def _leased_task(self, pb: task_pb2.Task) -> Task:
         return _convert.leased_task_from_pb(pb, self.serializer)
 

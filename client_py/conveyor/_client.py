@@ -111,7 +111,7 @@ class Client(ScheduleMixin, ClientBase):
         """
         request = self._enqueue_request(kind, payload, reject_duplicate, dict(options))
         response = self._call(self._tasks.Enqueue, request, self._timeout(timeout))
-        return self._task(response.task, response.duplicate)
+        return self._enqueued_task(response, request.task)
 
     def enqueue_many(
         self,
@@ -134,7 +134,7 @@ class Client(ScheduleMixin, ClientBase):
         tasks: list[Task] = []
         for request in requests:
             response = self._call(self._tasks.EnqueueBatch, request, self._timeout(timeout))
-            tasks += [self._task(r.task, r.duplicate) for r in response.results]
+            tasks += map(self._enqueued_task, response.results, request.tasks)
         return tasks
 
     def get_task(self, task_id: str, *, timeout: Seconds | None = None) -> Task:

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from conveyor.v1 import (
     schedule_service_pb2,
@@ -30,11 +30,13 @@ from conveyor_server.core.clock import SystemClock
 from conveyor_server.core.errors import ConveyorError
 from conveyor_server.core.schedules.book import ScheduleBook
 from conveyor_server.core.schedules.model import Schedule
+from conveyor_server.core.sizes import check_fits
 from conveyor_server.rpc.errors import guarded
 from conveyor_server.rpc.schedule_codec import schedule_from_pb, schedule_to_pb
 from conveyor_server.rpc.schedule_service import ScheduleServicer
 from conveyor_server.rpc.security import TokenAuthInterceptor, server_credentials
 from conveyor_server.rpc.services import TaskServicer, WorkerServicer
+from conveyor_server.rpc.wire import HandlerRegistry
 from conveyor_server.service.engine import Engine
 from conveyor_server.service.load import CallLoad
 from conveyor_server.service.metrics import Metrics
@@ -51,7 +53,6 @@ SERVICE_NAMES = (
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
 )
-_MAX_MESSAGE_BYTES = 64 << 20
 #: gRPC core cancels calls that arrive while more than 1,000 wait to be picked up
 #: by the event loop (CANCELLED, nothing logged); one async client with a few
 #: thousand calls in flight hits that. Allow bursts of this many instead.
@@ -72,34 +73,16 @@ class _HealthServicer(HealthServicer):
         return response
 
 
-class _GenericHandlersOnly:
-    """The server as the generated `add_*Servicer_to_server` functions see it: generic handlers.
-
-    Those functions also register each method as a "registered method". grpcio's
-    aio server then keeps one pending request per registered method (24 here)
-    and, for every call that arrives, waits on all of them again
-    (`asyncio.wait(..., FIRST_COMPLETED)`: a done-callback added to and removed
-    from each). Routing our calls through the generic handlers instead serves
-    the same methods with a pending request or two (reflection keeps its own; see
-    below). Faster per unary call: docs/performance.md, "Decisions and their figures".
-    """
-
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self._server = server
-
-    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._server.add_generic_rpc_handlers(handlers)
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        """Skipped: the generic handler added alongside serves these methods."""
-
-
 class StartupRefused(ConveyorError):
     """The broker cannot start as configured (e.g. its port is taken)."""
 
 
 async def serve(config: ServeConfig) -> None:
     """Run the broker until SIGTERM/SIGINT, then shut down gracefully."""
+    try:  # before the store opens: a limit no answer can meet is a configuration error
+        check_fits(config.broker)
+    except ValueError as exc:
+        raise SystemExit(f"conveyor: {exc}") from None
     credentials = None
     if config.tls_cert:  # read first: a missing file is not a reason to open the store
         try:
@@ -126,8 +109,8 @@ async def serve(config: ServeConfig) -> None:
     server = grpc.aio.server(
         interceptors=[TokenAuthInterceptor(config.auth_tokens)] if config.auth_tokens else [],
         options=[
-            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", config.broker.max_message_bytes),
+            ("grpc.max_send_message_length", config.broker.max_message_bytes),
             ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
             ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
             # grpcio turns SO_REUSEPORT on by default: a second broker on a busy port
@@ -139,7 +122,7 @@ async def serve(config: ServeConfig) -> None:
     def is_stopping() -> bool:
         return engine.is_stopping
 
-    registry = _GenericHandlersOnly(server)
+    registry = HandlerRegistry(server, is_checked=True)  # guarded() answers bad bytes
 
     def service(module: Any, name: str) -> Any:
         return module.DESCRIPTOR.services_by_name[name]
@@ -180,17 +163,18 @@ async def serve(config: ServeConfig) -> None:
         registry,
     )
     health = _HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, registry)
-    # Reflection keeps its registered method (enable_server_reflection wants the real
-    # server): with none registered at all, raw unary Enqueue was slower (figures:
-    # docs/performance.md, "Decisions and their figures").
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
+    health_pb2_grpc.add_HealthServicer_to_server(health, HandlerRegistry(server, is_checked=False))
+    # Reflection keeps its registered method: with none registered at all, raw unary
+    # Enqueue was slower (figures: docs/performance.md, "Decisions and their figures").
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            )
         ),
-        server,
+        HandlerRegistry(server, is_checked=False, keep_registered=True),
     )
     watcher = None
     if config.schedules_file:

@@ -9,6 +9,7 @@ from datetime import datetime
 import pytest
 
 from conveyor_server.core.schedules.cron import (
+    MAX_INTERVAL_SECONDS,
     ScheduleSpec,
     latest_tick_at_or_before,
     next_fire_time,
@@ -416,7 +417,12 @@ INVALID_CASES = [
     (ScheduleSpec(interval_seconds=-5), r"^interval_seconds: must be > 0"),
     (ScheduleSpec(interval_seconds=float("nan")), r"^interval_seconds: must be > 0"),
     (ScheduleSpec(interval_seconds=float("inf")), r"^interval_seconds: must be > 0"),
-    (ScheduleSpec(interval_seconds=5, start_at=float("nan")), r"^start_at: must be a finite"),
+    (ScheduleSpec(interval_seconds=5, start_at=float("nan")), r"^start_at: must be a time"),
+    (ScheduleSpec(cron="* * * * *", timezone="Europe"), r"^timezone: unknown time zone 'Europe'$"),
+    (ScheduleSpec(cron="* * * * *", timezone="x" * 5000), r"^timezone: unknown .*5000 characters"),
+    (ScheduleSpec(interval_seconds=2.0**62), r"^interval_seconds: must be > 0 and at most"),
+    (ScheduleSpec(cron="* * * * *", start_at=2.0**40), r"^start_at: must be a time"),
+    (ScheduleSpec(cron="* * * * *", end_at=-1.0), r"^end_at: must be a time"),
     (
         ScheduleSpec(interval_seconds=5, start_at=10.0, end_at=5.0),
         r"^end_at: 5.0 is before start_at",
@@ -450,3 +456,14 @@ def test_valid_spec_passes(spec: ScheduleSpec) -> None:
 def test_ticks_between_rejects_negative_limit() -> None:
     with pytest.raises(ValueError, match=re.escape("limit: must be >= 0")):
         ticks_between(ScheduleSpec(cron="@daily"), 0.0, 1e9, -1)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ScheduleSpec(cron="0 0 29 2 *", start_at=253_370_764_800.0),  # 9998-12-31: no leap day
+        ScheduleSpec(interval_seconds=MAX_INTERVAL_SECONDS, start_at=253_370_764_800.0),
+    ],
+)
+def test_a_series_ends_at_the_end_of_year_9999(spec):
+    assert next_fire_time(spec, 253_370_764_800.0) is None

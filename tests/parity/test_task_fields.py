@@ -27,10 +27,12 @@ _SERVER_ONLY = {"unique_window"}  # on the wire as unique_window too: checked be
 #: Fields a Lease answer leaves out (GetTask shows them): see codec.fill_leased_task.
 _LEASE_OMITS = {"retry_policy", "unique_key", "unique_window", "result_retention", "result",
                 "updated_at", "finished_at"}  # fmt: skip
-#: Fields an Enqueue answer for a new READY task leaves out: see codec.fill_enqueued_task.
+#: Fields an Enqueue answer for a new READY task leaves out: see codec.fill_enqueued_task
+#: (payload and headers too: an answer must not outgrow its request).
 _ENQUEUE_OMITS = {"retry_policy", "unique_window", "result_retention", "result", "finished_at",
                   "attempt", "worker_id", "cancel_requested", "leased_at", "lease_expires_at",
-                  "lease_token", "last_error", "deadline"}  # fmt: skip
+                  "lease_token", "last_error", "deadline",
+                  "payload", "headers"}  # fmt: skip
 
 
 def _is_set(pb: task_pb2.Task, field: FieldDescriptor) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue as queue_module
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -94,3 +96,22 @@ class GatedStore(MemoryStore):
             else:
                 reported.set_result(done.result())
         self._held.clear()
+
+
+class Feed:
+    """A request iterator the test feeds as it goes (ends at close())."""
+
+    def __init__(self, *first: Any) -> None:
+        self._items: queue_module.Queue[Any | None] = queue_module.Queue()
+        for item in first:
+            self._items.put(item)
+
+    def put(self, item: Any) -> None:
+        self._items.put(item)
+
+    def close(self) -> None:
+        self._items.put(None)
+
+    def __iter__(self) -> Iterator[Any]:
+        while (item := self._items.get()) is not None:
+            yield item

@@ -46,6 +46,9 @@ def _expected(task: Task, *, leased: bool) -> task_pb2.Task:
     if leased:
         full.ClearField("updated_at")
         full.ClearField("unique_key")
+    else:  # an Enqueue answer does not echo what the producer sent (its size)
+        full.ClearField("payload")
+        full.ClearField("headers")
     return full
 
 

@@ -41,7 +41,9 @@ from conveyor_server.core.model import (
 )
 from conveyor_server.core.retry import backoff_delay
 from conveyor_server.core.settings import BrokerSettings
+from conveyor_server.core.sizes import answer_budget, leased_task_bytes
 from conveyor_server.core.transitions import finish, holds_unique_key, requeue, start_lease
+from conveyor_server.core.validation import quote
 
 if TYPE_CHECKING:  # the core sees the store only through its protocol
     from conveyor_server.core.store import Store, TaskTxn
@@ -145,7 +147,7 @@ class Broker:
         """create_task, refusing a duplicate when asked to (the whole write rolls back)."""
         outcome = self.create_task(txn, spec, now, lease_to)
         if outcome.duplicate and reject_duplicate:
-            raise AlreadyExists(f"task {outcome.task.id!r} already exists")
+            raise AlreadyExists(f"task {quote(outcome.task.id)} already exists")
         return outcome
 
     def create_task(
@@ -239,7 +241,7 @@ class Broker:
         validation.check_task_id(task_id, "task_id", self.settings)
         task = self.store.read(lambda txn: txn.get_task(task_id))
         if task is None:
-            raise NotFound(f"task {task_id!r} not found")
+            raise NotFound(f"task {quote(task_id)} not found")
         return task
 
     def cancel(self, task_id: str) -> Future[Task]:
@@ -255,13 +257,15 @@ class Broker:
         def apply(txn: TaskTxn) -> Task:
             task = txn.get_task(task_id)
             if task is None:
-                raise NotFound(f"task {task_id!r} not found")
+                raise NotFound(f"task {quote(task_id)} not found")
             if task.state is TaskState.CANCELLED or (
                 task.cancel_requested and not task.state.is_final
             ):
                 return task  # already cancelled or already asked to stop: idempotent
             if task.state.is_final:
-                raise FailedPrecondition(f"task {task_id!r} already finished as {task.state.name}")
+                raise FailedPrecondition(
+                    f"task {quote(task_id)} already finished as {task.state.name}"
+                )
             if task.state is TaskState.LEASED:
                 task.cancel_requested = True
                 task.updated_at = now
@@ -283,7 +287,8 @@ class Broker:
         worker_id: str = "",
         order: QueueOrder = QueueOrder.STRICT,
     ) -> Future[LeaseBatch]:
-        """Lease up to max_tasks READY tasks from the queues, in the order given.
+        """Lease up to max_tasks READY tasks from the queues, in the order given, as many
+        as fit in one answer (sizes.answer_budget; at least one).
 
         Raises:
             InvalidArgument: no queues, a bad name, a bad duration, too many tasks.
@@ -296,9 +301,12 @@ class Broker:
             self._round_robin += 1
             ordered = ordered[shift:] + ordered[:shift]
 
+        budget = answer_budget(self.settings)
+
         def apply(txn: TaskTxn) -> LeaseBatch:
             batch = LeaseBatch()
             self._promote_scheduled(txn, now, batch.promoted)
+            room = budget  # bytes the answer may still carry; the first task always goes
             for queue in ordered:
                 while len(batch.tasks) < max_tasks:
                     ids = txn.ready_task_ids(queue, max_tasks - len(batch.tasks))
@@ -310,6 +318,9 @@ class Broker:
                             finish(task, TaskState.EXPIRED, now)
                             batch.expired.append(task)
                         else:
+                            room -= leased_task_bytes(task)
+                            if room < 0 and batch.tasks:
+                                return batch  # the answer is full: the rest stay READY
                             start_lease(task, now, lease_duration, worker_id)
                             batch.tasks.append(task)
                         txn.put_task(task)
@@ -395,15 +406,21 @@ class Broker:
         if len(items) > self.settings.max_batch:
             raise InvalidArgument(f"more than {self.settings.max_batch} items in one call")
 
+        # Each item's id is checked with the item: a bad one fails alone, as any item may.
+        id_field = "task_id" if isinstance(items[0], LeaseRef) else "lease.task_id"
+        settings = self.settings
+        id_limit = settings.max_name_length
+
         def apply(txn: TaskTxn) -> list[ItemOutcome]:
             outcomes = []
             for item in items:
                 ref: LeaseRef = item if isinstance(item, LeaseRef) else item.lease  # type: ignore[attr-defined]
                 try:
+                    validation.check_task_id(ref.task_id, id_field, settings)
                     task = _current_lease(txn, ref, now)
                     change(task, item)
-                except ConveyorError as exc:
-                    outcomes.append(ItemOutcome(ref.task_id, error=exc))
+                except ConveyorError as exc:  # the id is echoed: bounded, as a valid one is
+                    outcomes.append(ItemOutcome(ref.task_id[:id_limit], error=exc))
                     continue
                 txn.put_task(task)
                 outcomes.append(ItemOutcome(ref.task_id, task=task))
@@ -455,7 +472,7 @@ class Broker:
         task.last_error = TaskError(
             type="LeaseExpired",
             message="lease expired",
-            details=f"worker {task.worker_id!r} did not ack, fail or extend in time",
+            details=f"worker {quote(task.worker_id)} did not ack, fail or extend in time",
             attempt=task.attempt,
             failed_at=now,
         )
@@ -475,7 +492,7 @@ class Broker:
 def _must_get(txn: TaskTxn, task_id: str) -> Task:
     task = txn.get_task(task_id)
     if task is None:  # an index entry without its record: the store is damaged
-        raise RuntimeError(f"index refers to missing task {task_id!r}")
+        raise RuntimeError(f"index refers to missing task {quote(task_id)}")
     return task
 
 
@@ -489,12 +506,12 @@ def _due(txn: TaskTxn, index: str, now: float, limit: int, out: TickOutcome) -> 
 def _current_lease(txn: TaskTxn, ref: LeaseRef, now: float) -> Task:
     task = txn.get_task(ref.task_id)
     if task is None:
-        raise NotFound(f"task {ref.task_id!r} not found")
+        raise NotFound(f"task {quote(ref.task_id)} not found")
     if task.state is not TaskState.LEASED or task.lease_token != ref.lease_token:
         raise LeaseLost(
-            f"task {ref.task_id!r}: this lease is no longer held "
+            f"task {quote(ref.task_id)}: this lease is no longer held "
             f"(task is {task.state.name}, attempt {task.attempt})"
         )
     if task.lease_expires_at is not None and now >= task.lease_expires_at:
-        raise LeaseLost(f"task {ref.task_id!r}: the lease expired")
+        raise LeaseLost(f"task {quote(ref.task_id)}: the lease expired")
     return task

@@ -33,6 +33,10 @@ class StoreFull(ResourceExhausted):
     """The store reached its configured maximum size."""
 
 
+class DiskFull(ResourceExhausted):
+    """A commit could not write to disk (no space, a quota, a file size limit, I/O error)."""
+
+
 class ShuttingDown(ConveyorError):
     """The broker is stopping and takes no new work."""
 

@@ -31,3 +31,6 @@ class BrokerSettings:
     max_error_text: int = 64 * 1024
     max_queues_per_lease: int = 64
     tick_batch: int = 1000
+    #: The largest message the broker sends or receives (the gRPC limit it serves with).
+    #: Lease and StreamWork answers hand out what fits; see core/sizes.py.
+    max_message_bytes: int = 64 * MIB

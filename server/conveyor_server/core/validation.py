@@ -17,6 +17,16 @@ _NAME = re.compile(r"[A-Za-z0-9_.:/\-]+")
 MAX_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 MAX_DURATION = 315_576_000_000.0  # 10,000 years
 _TASK_ID = re.compile(r"[A-Za-z0-9_.:@/+=\-]+")
+#: Characters of client input an error message quotes: a status message travels in the
+#: trailers, whose size a client limits (8 KiB by default), so a long id must not be echoed.
+QUOTE_LIMIT = 40
+
+
+def quote(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)`, cut to its first `limit` characters: for client input in messages."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 def check_name(value: str, field: str, settings: BrokerSettings, prefix: str = "") -> None:
@@ -33,7 +43,7 @@ def check_name(value: str, field: str, settings: BrokerSettings, prefix: str = "
     if len(value) > settings.max_name_length:
         raise InvalidArgument(f"{field}: longer than {settings.max_name_length} characters")
     if not _NAME.fullmatch(value):
-        raise InvalidArgument(f"{field}: {value!r} may only use letters, digits and _ . : / -")
+        raise InvalidArgument(f"{field}: {quote(value)} may only use letters, digits and _ . : / -")
 
 
 def check_task_id(value: str, field: str, settings: BrokerSettings) -> None:
@@ -42,7 +52,7 @@ def check_task_id(value: str, field: str, settings: BrokerSettings) -> None:
         raise InvalidArgument(f"{field}: must not be empty")
     if len(value) > settings.max_name_length or not _TASK_ID.fullmatch(value):
         raise InvalidArgument(
-            f"{field}: {value[:40]!r} must be 1-{settings.max_name_length} characters "
+            f"{field}: {quote(value)} must be 1-{settings.max_name_length} characters "
             "of letters, digits and _ . : @ / + = -"
         )
 
@@ -134,8 +144,8 @@ def _check_headers(headers: dict[str, str], field: str, settings: BrokerSettings
     for key, value in headers.items():
         if not key:
             raise InvalidArgument(f"{field}: empty header name")
-        check_text(key, f"{field}[{key[:40]!r}]", settings.max_name_length)
-        check_text(value, f"{field}[{key[:40]!r}]", settings.max_error_text)
+        check_text(key, f"{field}[{quote(key)}]", settings.max_name_length)
+        check_text(value, f"{field}[{quote(key)}]", settings.max_error_text)
 
 
 def check_lease_request(

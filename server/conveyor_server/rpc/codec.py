@@ -65,10 +65,16 @@ def retry_policy_from_pb(rp: task_pb2.RetryPolicy) -> RetryPolicy:
     )
 
 
-def task_to_pb(task: Task, *, include_lease_token: bool = False) -> task_pb2.Task:
-    """Encode a whole task (GetTask, Enqueue); the lease token leaves only with leases."""
+def task_to_pb(
+    task: Task, *, include_lease_token: bool = False, has_content: bool = True
+) -> task_pb2.Task:
+    """Encode a whole task (GetTask); the lease token leaves only with leases.
+
+    `has_content` False leaves out what the size of a task is made of (payload,
+    headers, result, last error): an Enqueue answer's duplicate.
+    """
     pb = task_pb2.Task()
-    _fill_worker_view(pb, task)
+    _fill_worker_view(pb, task, has_content)
     if include_lease_token:
         pb.lease_token = task.lease_token
     set_time(pb.updated_at, task.updated_at)
@@ -78,7 +84,7 @@ def task_to_pb(task: Task, *, include_lease_token: bool = False) -> task_pb2.Tas
     set_duration(pb.result_retention, task.result_retention)
     if task.finished_at is not None:
         set_time(pb.finished_at, task.finished_at)
-    if task.result is not None:
+    if task.result is not None and has_content:
         pb.result.data = task.result.data
         pb.result.content_type = task.result.content_type
     return pb
@@ -139,15 +145,19 @@ _LEASED_SHARED = _SharedFields(_leased_shared)
 
 
 def fill_enqueued_task(pb: task_pb2.Task, task: Task) -> None:
-    """Fill a fresh message with a task just created, without the policy fields.
+    """Fill a fresh message with a task just created, without the policy fields, the
+    payload or the headers.
 
     Like fill_leased_task this runs once per task on a hot path (EnqueueBatch);
-    the policy fields are the ones the producer just sent, and GetTask shows them.
-    A new READY task has attempt 0, no worker and no cancel request: the
+    the policy fields, payload and headers are the ones the producer just sent,
+    and GetTask shows them. Left out, an answer stays small whatever the request's
+    size (a batch's answer echoing its payloads was larger than its request, so a
+    batch near the limit was committed and then refused, and the retry duplicated
+    it). A new READY task has attempt 0, no worker and no cancel request: the
     defaults, so those fields are left unset.
     """
     if task.state is not TaskState.READY or task.deadline is not None:
-        _fill_worker_view(pb, task)  # the rare shapes: field by field
+        _fill_worker_view(pb, task, has_content=False)  # the rare shapes: field by field
         set_time(pb.updated_at, task.updated_at)
         pb.unique_key = task.unique_key
         return
@@ -165,10 +175,7 @@ def fill_enqueued_task(pb: task_pb2.Task, task: Task) -> None:
     )
     _ENQUEUED_SHARED.merge_into(pb, key, task)
     pb.id = task.id
-    pb.payload = task.payload
     pb.sequence = task.sequence
-    if task.headers:
-        pb.headers.update(task.headers)
 
 
 def fill_leased_task(pb: task_pb2.Task, task: Task) -> None:
@@ -191,8 +198,8 @@ def fill_leased_task(pb: task_pb2.Task, task: Task) -> None:
     pb.lease_token = task.lease_token
 
 
-def _fill_worker_view(pb: task_pb2.Task, task: Task) -> None:
-    _fill_scalars(pb, task)
+def _fill_worker_view(pb: task_pb2.Task, task: Task, has_content: bool = True) -> None:
+    _fill_scalars(pb, task, has_content)
     set_time(pb.run_at, task.run_at)
     set_time(pb.created_at, task.created_at)
     set_duration(pb.lease_duration, task.lease_duration)
@@ -202,14 +209,18 @@ def _fill_worker_view(pb: task_pb2.Task, task: Task) -> None:
         set_time(pb.leased_at, task.leased_at)
     if task.lease_expires_at is not None:
         set_time(pb.lease_expires_at, task.lease_expires_at)
-    _fill_last_error(pb, task)
+    if has_content:
+        _fill_last_error(pb, task)
 
 
-def _fill_scalars(pb: task_pb2.Task, task: Task) -> None:
+def _fill_scalars(pb: task_pb2.Task, task: Task, has_content: bool = True) -> None:
     pb.id = task.id
     pb.queue = task.queue
     pb.kind = task.kind
-    pb.payload = task.payload
+    if has_content:
+        pb.payload = task.payload
+        if task.headers:
+            pb.headers.update(task.headers)
     pb.content_type = task.content_type
     pb.priority = task.priority
     pb.max_attempts = task.max_attempts
@@ -218,8 +229,6 @@ def _fill_scalars(pb: task_pb2.Task, task: Task) -> None:
     pb.sequence = task.sequence
     pb.worker_id = task.worker_id
     pb.cancel_requested = task.cancel_requested
-    if task.headers:
-        pb.headers.update(task.headers)
 
 
 def _fill_last_error(pb: task_pb2.Task, task: Task) -> None:

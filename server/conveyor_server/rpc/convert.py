@@ -76,13 +76,14 @@ def wait_seconds(message: object) -> float:
 def fill_enqueue_response(
     response: task_service_pb2.EnqueueResponse, outcome: EnqueueOutcome
 ) -> None:
-    """A new task comes back lean; an existing duplicate whole (its state may be final).
+    """A new task comes back lean; an existing duplicate without its payload, headers,
+    result and last error (GetTask has them): an answer never outgrows its request.
 
     Filled in place (e.g. `batch.results.add()`): building a message and then
     assigning it copies it, twice per task in an EnqueueBatch response.
     """
     if outcome.duplicate:
-        response.task.CopyFrom(task_to_pb(outcome.task))
+        response.task.CopyFrom(task_to_pb(outcome.task, has_content=False))
         response.duplicate = True
     else:
         fill_enqueued_task(response.task, outcome.task)

@@ -2,8 +2,9 @@
 
 Each method of a servicer is wrapped once, when the server is built
 (`guarded`). The wrapper also refuses new RPCs with UNAVAILABLE once shutdown
-began and turns anything unexpected into INTERNAL, logged once with its
-traceback. Health and reflection are not wrapped, so they stay answerable.
+began, answers request bytes that did not parse (rpc/wire.py) with
+INVALID_ARGUMENT, and turns anything unexpected into INTERNAL, logged once with
+its traceback. Health and reflection are not wrapped, so they stay answerable.
 Given an RpcMetrics, it also counts each call by its status code and times it
 (two clock reads and a dict update per call; calls refused by the token check
 before they reach a method are not counted).
@@ -26,6 +27,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from conveyor_server.core import errors
+from conveyor_server.rpc.wire import Unparsable, check_requests
 from conveyor_server.service.load import CallLoad
 from conveyor_server.service.metrics.rpc import MethodStats, RpcMetrics
 
@@ -96,6 +98,8 @@ def _guard_unary(
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if is_stopping():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
+        if type(request) is Unparsable:  # see rpc/wire.py
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
         load.active += 1
         try:
             return await inner(request, context)
@@ -134,7 +138,7 @@ def _guard_stream(
         started = time.perf_counter()
         code = "OK"
         try:
-            async for response in inner(requests, context):
+            async for response in inner(check_requests(requests, context), context):
                 yield response
         except BaseException as exc:
             code = _code_name(exc, context)

@@ -25,6 +25,7 @@ from conveyor.v1.worker_service_pb2 import StreamWorkRequest, StreamWorkResponse
 from conveyor_server.core import validation
 from conveyor_server.core.errors import InvalidArgument, ShuttingDown
 from conveyor_server.core.model import ItemOutcome, LeaseRef
+from conveyor_server.core.sizes import HELD_OUTCOMES_LIMIT
 from conveyor_server.rpc import convert
 from conveyor_server.rpc.codec import fill_leased_task
 from conveyor_server.service.engine import Engine
@@ -177,7 +178,13 @@ class WorkStream:
             self._held = StreamWorkResponse()
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(OUTCOME_DELAY, self._flush_held)
-        convert.fill_item_outcomes(getattr(self._held, f"{kind}_outcomes"), outcomes)
+        held = self._held
+        convert.fill_item_outcomes(getattr(held, f"{kind}_outcomes"), outcomes)
+        # Bounded, so that the held outcomes and a message of tasks fit in one message.
+        if len(held.ack_outcomes) + len(held.fail_outcomes) + len(held.release_outcomes) >= (
+            HELD_OUTCOMES_LIMIT
+        ):
+            self._flush_held()
 
     def _take_held(self) -> StreamWorkResponse:
         """The held outcomes as the start of a new message (or an empty message)."""

@@ -10,8 +10,8 @@ an idle broker adds no latency.
 
 Inline commits: writes asked for on an event loop are first gathered until
 the end of that loop turn. If the writer thread is idle (nothing queued or
-committing), the loop is not busy (`is_loop_busy`, wired by the service
-layer) and the turn asked for at most `inline_max` writes, the loop commits
+committing), the loop has no other work waiting (`is_loop_busy`, wired by
+the service layer) and the turn asked for at most `inline_max` writes, the loop commits
 them itself, in one transaction: no hand-off to the writer thread and back
 (two thread wake-ups and a GIL hand-over each way). Otherwise they go to the
 writer thread, in order. The loop is blocked during that commit, which is why
@@ -65,7 +65,7 @@ def _refuse(future: Future[Any]) -> None:
         future.set_exception(RuntimeError("store is closed"))
 
 
-def _never_busy() -> bool:
+def _never_busy(writing: int) -> bool:
     return False
 
 
@@ -83,7 +83,9 @@ class GroupCommitter:
         self._backend = backend
         self._max_group = max_group
         self._inline_max = inline_max
-        self.is_loop_busy: Callable[[], bool] = _never_busy
+        #: Called with the number of writes this turn gathered: whether the loop has
+        #: other work waiting, so that committing on it would hold that work up.
+        self.is_loop_busy: Callable[[int], bool] = _never_busy
         #: Told (writes in the group, seconds to apply and commit it) after each group, on
         #: the thread that committed it (wired by the service layer's metrics).
         self.on_commit: Callable[[int, float], None] | None = None
@@ -145,7 +147,7 @@ class GroupCommitter:
         if (
             len(batch) <= self._inline_max
             and self._queued == 0  # nothing asked for earlier is still waiting to commit
-            and not self.is_loop_busy()
+            and not self.is_loop_busy(len(batch))
             and self._backend.is_inline_allowed()
             and self._write_lock.acquire(blocking=False)
         ):

@@ -17,6 +17,7 @@ and store/schedule_record.py.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 
-from conveyor_server.core.errors import ConveyorError, StoreFull, StoreSchemaError
+from conveyor_server.core.errors import ConveyorError, DiskFull, StoreFull, StoreSchemaError
 from conveyor_server.store import keys
 from conveyor_server.store.base import DATABASES, SCHEMA_VERSION, KvTxn, WriteInReadTransaction
 from conveyor_server.store.group_commit import GroupCommitter, Outcome, Write
@@ -46,6 +47,13 @@ _GROW_AT = 0.8
 #: New tasks are refused once live data passes this share of max_bytes; the rest
 #: is kept for the writes that drain the store (lease, ack, fail, retention).
 _GROWTH_LIMIT = 0.9
+#: After a commit failed for want of disk, writes that add tasks are refused at once for
+#: this long, then tried again: space that comes back is found without a restart.
+_DISK_RETRY_SECONDS = 1.0
+#: How a commit that could not write reads (LMDB reports a short write as EIO).
+_DISK_ERRORS = tuple(
+    os.strerror(code) for code in (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT)
+)
 #: Rewrites a store of schema version N into version N + 1, inside one transaction.
 Upgrade = Callable[[KvTxn], None]
 
@@ -143,6 +151,8 @@ class LmdbStore:
         self._resize_lock = threading.Lock()
         self._closed = False
         self._is_accepting_growth = True
+        self._disk_full_until = 0.0  # monotonic; 0.0: the last commit wrote
+        self._disk_error: DiskFull | None = None
         self._has_committed = False  # whether the last group committed (apply_group)
         self._last_flush = time.monotonic()
         self.committer = GroupCommitter(
@@ -157,6 +167,8 @@ class LmdbStore:
             future.set_exception(RuntimeError("store is closed"))
         elif is_growth and not self._is_accepting_growth:
             future.set_exception(self._full_error())
+        elif is_growth and self._disk_full_until and time.monotonic() < self._disk_full_until:
+            future.set_exception(self._disk_error or DiskFull("the disk is full"))
         else:
             self.committer.submit((fn, future, is_growth))
         return future
@@ -265,11 +277,39 @@ class LmdbStore:
                         outcomes[i] = (False, self._full_error())
                 pending = [i for i in pending if not batch[i][2]]
                 continue
+            except lmdb.Error as exc:
+                if not str(exc).endswith(_DISK_ERRORS):
+                    raise
+                # Nothing of the group was written. Refuse the writes that add tasks and
+                # try the rest once more: updates may fit in pages the file already has.
+                refused: Outcome = (False, self._disk_full(exc))
+                growth = [i for i in pending if batch[i][2]]
+                for i in growth or pending:
+                    outcomes[i] = refused
+                if not growth:
+                    break
+                pending = [i for i in pending if not batch[i][2]]
+                continue
             for i, outcome in zip(pending, applied, strict=True):
                 outcomes[i] = outcome
             self._has_committed = True
+            if self._disk_full_until and any(batch[i][2] for i in pending):
+                log.info("store: writing to disk again; new tasks are accepted")
+                self._disk_full_until = 0.0
             break
         return outcomes  # type: ignore[return-value]  # every slot is set above
+
+    def _disk_full(self, exc: lmdb.Error) -> DiskFull:
+        """Note a commit that could not write: new tasks wait a moment before trying again."""
+        if not self._disk_full_until:
+            log.warning("store: a commit could not write to %s (%s)", self.path, exc)
+        self._disk_full_until = time.monotonic() + _DISK_RETRY_SECONDS
+        reason = str(exc).rsplit(": ", 1)[-1]
+        self._disk_error = DiskFull(
+            f"the disk under the store is full or failing ({reason} at commit): "
+            "new tasks are refused until writes succeed again"
+        )
+        return self._disk_error
 
     def is_inline_allowed(self) -> bool:
         return not self._is_flush_due()  # a whole-file flush does not belong on the loop

@@ -33,6 +33,7 @@ from conveyor_server.core.schedules.model import (
     tick_task_id,
     trigger_task_id,
 )
+from conveyor_server.core.validation import quote
 
 if TYPE_CHECKING:
     from conveyor_server.core.store import TaskTxn
@@ -108,7 +109,7 @@ class ScheduleBook:
                 txn.put_schedule(created)
                 return created, True
             if not upsert:
-                raise AlreadyExists(f"schedule {schedule.name!r} already exists")
+                raise AlreadyExists(f"schedule {quote(schedule.name)} already exists")
             _check_api_owned(current, "replace")
             return self._redefine(txn, current, schedule, DEFINITION_FIELDS, now), False
 
@@ -119,7 +120,7 @@ class ScheduleBook:
         check_name(name)
         schedule = self.store.read(lambda txn: txn.get_schedule(name))
         if schedule is None:
-            raise NotFound(f"schedule {name!r} not found")
+            raise NotFound(f"schedule {quote(name)} not found")
         return schedule
 
     def list(self, source: ScheduleSource | None = None) -> list[Schedule]:
@@ -324,14 +325,14 @@ def _differs(current: Schedule, new: Schedule, fields: Sequence[str]) -> bool:
 def _must_get(txn: TaskTxn, name: str) -> Schedule:
     schedule = txn.get_schedule(name)
     if schedule is None:
-        raise NotFound(f"schedule {name!r} not found")
+        raise NotFound(f"schedule {quote(name)} not found")
     return schedule
 
 
 def _check_api_owned(schedule: Schedule, verb: str) -> None:
     if schedule.source is ScheduleSource.FILE:
         raise FailedPrecondition(
-            f"schedule {schedule.name!r} is managed by the schedules file; "
+            f"schedule {quote(schedule.name)} is managed by the schedules file; "
             f"{verb} it there, not through the API"
         )
 

@@ -53,6 +53,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from conveyor_server.core.validation import MAX_TIME, quote
+
 _ALIASES = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -65,6 +67,11 @@ _ALIASES = {
 _ONE_SECOND = timedelta(seconds=1)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _OFFSET_PROBE_SECONDS = 86_400
+#: The longest zone name accepted (the database's longest is 32 characters).
+MAX_ZONE_NAME = 64
+#: The longest interval: a century. Ticks are times up to the end of year 9999 (MAX_TIME);
+#: a series whose next tick would be later has ended.
+MAX_INTERVAL_SECONDS = 100 * 365.25 * 86_400
 
 
 @dataclass(frozen=True)
@@ -94,13 +101,15 @@ def validate_schedule_spec(spec: ScheduleSpec) -> None:
     if spec.cron is not None:
         _cron_expression(spec.cron)
     if spec.interval_seconds is not None and not (
-        math.isfinite(spec.interval_seconds) and spec.interval_seconds > 0
+        math.isfinite(spec.interval_seconds) and 0 < spec.interval_seconds <= MAX_INTERVAL_SECONDS
     ):
-        raise ValueError(f"interval_seconds: must be > 0, got {spec.interval_seconds!r}")
+        raise ValueError(
+            f"interval_seconds: must be > 0 and at most {MAX_INTERVAL_SECONDS:g} seconds"
+        )
     for name in ("start_at", "end_at"):
         value = getattr(spec, name)
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"{name}: must be a finite epoch time, got {value!r}")
+        if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_TIME):
+            raise ValueError(f"{name}: must be a time between 1970 and 9999")
     if spec.start_at is not None and spec.end_at is not None and spec.end_at < spec.start_at:
         raise ValueError(f"end_at: {spec.end_at!r} is before start_at {spec.start_at!r}")
 
@@ -163,9 +172,12 @@ def latest_tick_at_or_before(spec: ScheduleSpec, at: float, after: float) -> flo
 def _zone(name: str) -> tzinfo:
     """Resolve an IANA time zone name, naming the field when it is unknown."""
     try:
+        if len(name) > MAX_ZONE_NAME:
+            raise ValueError(name)
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"timezone: unknown time zone {name!r}") from None
+    # OSError: a directory of the database ("Europe"), or a name the file system refuses.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"timezone: unknown time zone {quote(name)}") from None
 
 
 def _cron_expression(cron: str) -> str:
@@ -173,11 +185,11 @@ def _cron_expression(cron: str) -> str:
     text = cron.strip()
     expr = _ALIASES.get(text.lower(), text)
     if expr.startswith("@"):
-        raise ValueError(f"cron: bad expression {cron!r}: unknown alias")
+        raise ValueError(f"cron: bad expression {quote(cron)}: unknown alias")
     try:
         CronSim(expr, datetime(2000, 1, 1))
     except CronSimError as exc:
-        raise ValueError(f"cron: bad expression {cron!r}: {exc}") from None
+        raise ValueError(f"cron: bad expression {quote(cron)}: {exc}") from None
     return expr
 
 
@@ -200,7 +212,7 @@ def _ticks_after(spec: ScheduleSpec, after: float) -> Iterator[float]:
             after = max(after, math.ceil(spec.start_at) - 1)
         ticks = _cron_ticks_after(spec.cron, _zone(spec.timezone), after)
     for tick in ticks:
-        if spec.end_at is not None and tick > spec.end_at:
+        if (spec.end_at is not None and tick > spec.end_at) or tick > MAX_TIME:
             return
         if spec.start_at is None or tick >= spec.start_at:
             yield tick
@@ -371,11 +383,12 @@ def _epoch(naive: datetime) -> int:
 
 
 def _iterate(sim: CronSim) -> Iterator[datetime]:
-    """Yield cronsim's matches; it stops by itself after 50 years without one."""
+    """Yield cronsim's matches; it stops by itself after 50 years without one, and at the
+    end of year 9999 (past which datetime cannot count)."""
     while True:
         try:
             yield next(sim)
-        except StopIteration:
+        except (StopIteration, OverflowError, ValueError):
             return
 
 

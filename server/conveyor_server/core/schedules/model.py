@@ -163,7 +163,8 @@ def check_name(name: str, field_name: str = "name") -> None:
     """Raises InvalidArgument unless `name` is 1-64 characters of [A-Za-z0-9_.-]."""
     if not _NAME.fullmatch(name):
         raise InvalidArgument(
-            f"{field_name}: {name[:70]!r} must be 1-64 characters of letters, digits and _ . -"
+            f"{field_name}: {validation.quote(name)} must be 1-64 characters of letters, digits "
+            "and _ . -"
         )
 
 
