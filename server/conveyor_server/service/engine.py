@@ -164,7 +164,9 @@ class Engine:
         metrics = self.metrics
         if metrics is None:
             return await settle(self.broker.cancel(task_id), lambda task: self._after_write([task]))
-        # Cancel is idempotent: count only a task this call moved to CANCELLED.
+        # Cancel is idempotent: count only a task this call moved to CANCELLED. The id is
+        # checked first, as cancel() would, so the read never sees an id a key cannot hold.
+        validation.check_task_id(task_id, "task_id", self.settings)
         before = self.broker.store.read(lambda txn: txn.get_task(task_id))
         was_cancelled = before is not None and before.state is TaskState.CANCELLED
 
