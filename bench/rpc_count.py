@@ -1,6 +1,6 @@
 """Count the RPCs the Python client makes, so a figure can be read as "RPCs per task".
 
-It wraps the clients' private `_call` (the one place every unary call goes through). If the
+It wraps the clients' private `_invoke` (the one place every unary call goes through). If the
 client stops having one (a streaming path, a refactor), counting is off and the table shows
 "—" rather than a wrong number.
 """
@@ -25,11 +25,11 @@ COUNTER = RpcCounter()
 
 
 def install() -> bool:
-    """Wrap Client._call and AsyncClient._call once; False if the hook is not there."""
+    """Wrap Client._invoke and AsyncClient._invoke once; False if the hook is not there."""
     if COUNTER.enabled:
         return True
-    sync_call = getattr(Client, "_call", None)
-    async_call = getattr(AsyncClient, "_call", None)
+    sync_call = getattr(Client, "_invoke", None)
+    async_call = getattr(AsyncClient, "_invoke", None)
     if sync_call is None or async_call is None:
         return False
 
@@ -43,8 +43,8 @@ def install() -> bool:
         COUNTER.calls += 1
         return await async_call(self, *args, **kwargs)
 
-    Client._call = counted_sync  # type: ignore[method-assign]
-    AsyncClient._call = counted_async  # type: ignore[method-assign]
+    Client._invoke = counted_sync  # type: ignore[method-assign]
+    AsyncClient._invoke = counted_async  # type: ignore[method-assign]
     COUNTER.enabled = True
     return True
 

@@ -1,10 +1,10 @@
-"""What Client and AsyncClient share: settings, serializer, and request building per method."""
+"""What Client and AsyncClient share: settings, channel, stubs, serializer, request building."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from conveyor import _convert
 from conveyor._channel import ChannelSettings, call_timeout
@@ -12,7 +12,14 @@ from conveyor._convert import LeaseLike
 from conveyor._model import ItemOutcome, Seconds, Task, TaskSpec
 from conveyor.errors import InvalidArgument, LeaseLost, NotFound
 from conveyor.serializer import JsonSerializer, Serializer
-from conveyor.v1 import task_pb2, task_service_pb2, worker_service_pb2
+from conveyor.v1 import (
+    schedule_service_pb2_grpc,
+    task_pb2,
+    task_service_pb2,
+    task_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
 
 #: The broker's default --max-batch; enqueue_many splits bigger lists.
 MAX_BATCH = 1000
@@ -21,7 +28,12 @@ ITEM_ERRORS = (InvalidArgument, NotFound, LeaseLost)
 
 
 class ClientBase:
-    """Holds the connection settings and builds requests; subclasses make the calls."""
+    """Holds the connection settings, the channel and its stubs, and builds requests.
+
+    `_grpc` is the module whose channels the client uses: `grpc` or `grpc.aio`.
+    """
+
+    _grpc: ClassVar[Any]
 
     def __init__(
         self,
@@ -52,6 +64,10 @@ class ClientBase:
         self.default_timeout = _convert.seconds(timeout)
         self.max_batch = max_batch
         self._metadata = self.settings.metadata()
+        self._channel: Any = self.settings.open(self._grpc)
+        self._tasks: Any = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._workers: Any = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
+        self._schedule_stub: Any = schedule_service_pb2_grpc.ScheduleServiceStub(self._channel)
 
     @property
     def target(self) -> str:

@@ -81,6 +81,12 @@ class ChannelSettings:
             certificate_chain=_read(self.client_cert),
         )
 
+    def open(self, module: Any) -> Any:
+        """A channel from `module` (grpc or grpc.aio: they name their functions alike)."""
+        if self.is_secure:
+            return module.secure_channel(self.target, self.credentials(), self.options())
+        return module.insecure_channel(self.target, self.options())
+
     def options(self) -> list[tuple[str, Any]]:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", self.max_message_bytes),

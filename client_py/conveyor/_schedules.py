@@ -1,10 +1,4 @@
-"""Schedule (cron) methods for Client and AsyncClient, as mixins over ScheduleService.
-
-The mixins expect the client to provide, as Client and AsyncClient do:
-``self._schedule_stub`` (a ``ScheduleServiceStub`` on the client's channel),
-``self._call(method, request, timeout)`` (maps grpc errors to conveyor.errors),
-``self._timeout(value)``, ``self._task(pb)`` and ``self.serializer``.
-"""
+"""Schedule (cron) methods of Client and AsyncClient, written once as operations."""
 
 from __future__ import annotations
 
@@ -15,11 +9,15 @@ from typing import Any
 
 from google.protobuf import field_mask_pb2
 
+from conveyor._base import ClientBase
 from conveyor._convert import _time, duration, to_timestamp
+from conveyor._model import Task
+from conveyor._operation import Call, Op, operation
 from conveyor.errors import InvalidArgument
+from conveyor.serializer import encode
 from conveyor.v1 import schedule_service_pb2 as pb2
 
-__all__ = ["AsyncScheduleMixin", "MisfirePolicy", "OverlapPolicy", "Schedule", "ScheduleMixin"]
+__all__ = ["MisfirePolicy", "OverlapPolicy", "Schedule", "ScheduleOperations"]
 
 Seconds = float | int | timedelta
 
@@ -89,7 +87,7 @@ class Schedule:
     last_task_id: str
 
 
-def schedule_message(client: Any, name: str, fields: dict[str, Any]) -> pb2.Schedule:
+def schedule_message(client: ClientBase, name: str, fields: dict[str, Any]) -> pb2.Schedule:
     """A Schedule message from keyword arguments (those not given stay unset)."""
     out = pb2.Schedule(name=name)
     if fields.get("cron") is not None:
@@ -114,7 +112,7 @@ def schedule_message(client: Any, name: str, fields: dict[str, Any]) -> pb2.Sche
     task.kind = fields.get("kind") or ""
     task.queue = fields.get("queue") or ""
     if "payload" in fields:
-        task.payload, task.content_type = client.serializer.dumps(fields["payload"])
+        task.payload, task.content_type = encode(client.serializer, fields["payload"])
     task.headers.update(fields.get("headers") or {})
     task.priority = fields.get("priority") or 0
     task.max_attempts = fields.get("max_attempts") or 0
@@ -123,7 +121,7 @@ def schedule_message(client: Any, name: str, fields: dict[str, Any]) -> pb2.Sche
     return out
 
 
-def schedule_from_pb(client: Any, pb: pb2.Schedule) -> Schedule:
+def schedule_from_pb(client: ClientBase, pb: pb2.Schedule) -> Schedule:
     misfire = {v: k for k, v in _MISFIRE_PB.items()}.get(pb.misfire_policy, MisfirePolicy.ONCE)
     overlap = {v: k for k, v in _OVERLAP_PB.items()}.get(pb.overlap_policy, OverlapPolicy.ALLOW)
     source = {v: k for k, v in _SOURCES.items()}.get(pb.source, "api")
@@ -150,14 +148,14 @@ def schedule_from_pb(client: Any, pb: pb2.Schedule) -> Schedule:
 
 
 def _create_request(
-    client: Any, name: str, kind: str, payload: Any, upsert: bool, options: dict[str, Any]
+    client: ClientBase, name: str, kind: str, payload: Any, upsert: bool, options: dict[str, Any]
 ) -> pb2.CreateScheduleRequest:
     fields = {**options, "kind": kind, "payload": payload}
     return pb2.CreateScheduleRequest(schedule=schedule_message(client, name, fields), upsert=upsert)
 
 
 def _update_request(
-    client: Any, current: pb2.Schedule | None, name: str, changes: dict[str, Any]
+    client: ClientBase, current: pb2.Schedule | None, name: str, changes: dict[str, Any]
 ) -> pb2.UpdateScheduleRequest:
     unknown = set(changes) - set(_MASK) - set(_TASK_FIELDS)
     if unknown:
@@ -193,12 +191,10 @@ def _needs_current(changes: dict[str, Any]) -> bool:
     return any(key in changes for key in _TASK_FIELDS)
 
 
-class ScheduleMixin:
-    """Schedule methods for the blocking Client."""
+class ScheduleOperations(ClientBase):
+    """The schedule methods; Client's are blocking, AsyncClient's awaitable."""
 
-    _schedule_stub: Any
-    serializer: Any
-
+    @operation
     def create_schedule(
         self,
         name: str,
@@ -210,7 +206,7 @@ class ScheduleMixin:
         upsert: bool = False,
         timeout: Seconds | None = None,
         **options: Any,
-    ) -> Schedule:
+    ) -> Op[Schedule]:
         """Create a schedule that enqueues `kind(payload)` at each tick.
 
         Give exactly one of `cron` ("*/5 * * * *", 6 fields with seconds, or @hourly) and
@@ -227,32 +223,29 @@ class ScheduleMixin:
         request = _create_request(
             self, name, kind, payload, upsert, {**options, "cron": cron, "every": every}
         )
-        response = self._call(  # type: ignore[attr-defined]
-            self._schedule_stub.CreateSchedule,
-            request,
-            self._timeout(timeout),  # type: ignore[attr-defined]
-        )
+        response = yield self._schedule_call("CreateSchedule", request, timeout)
         return schedule_from_pb(self, response.schedule)
 
-    def get_schedule(self, name: str, *, timeout: Seconds | None = None) -> Schedule:
+    @operation
+    def get_schedule(self, name: str, *, timeout: Seconds | None = None) -> Op[Schedule]:
         """One schedule with its next and last fire times. Raises: NotFound, InvalidArgument."""
-        request = pb2.GetScheduleRequest(name=name)
-        response = self._call(self._schedule_stub.GetSchedule, request, self._timeout(timeout))  # type: ignore[attr-defined]
-        return schedule_from_pb(self, response.schedule)
+        return schedule_from_pb(self, (yield from self._get_pb(name, timeout)))
 
+    @operation
     def list_schedules(
         self, *, source: str | None = None, timeout: Seconds | None = None
-    ) -> list[Schedule]:
+    ) -> Op[list[Schedule]]:
         """Every schedule in name order; `source` "api" or "file" filters."""
         request = pb2.ListSchedulesRequest(
             source=_SOURCES.get(source or "", pb2.SCHEDULE_SOURCE_UNSPECIFIED)
         )
-        response = self._call(self._schedule_stub.ListSchedules, request, self._timeout(timeout))  # type: ignore[attr-defined]
+        response = yield self._schedule_call("ListSchedules", request, timeout)
         return [schedule_from_pb(self, s) for s in response.schedules]
 
+    @operation
     def update_schedule(
         self, name: str, *, timeout: Seconds | None = None, **changes: Any
-    ) -> Schedule:
+    ) -> Op[Schedule]:
         """Change only the given fields (the keyword options of create_schedule, and kind,
         payload). A timing change (cron, every, timezone, start_at, end_at) restarts the
         series from now. To switch between cron and every, pass both (one as None).
@@ -260,139 +253,44 @@ class ScheduleMixin:
         Raises:
             InvalidArgument, NotFound, FailedPrecondition (a file-managed schedule).
         """
-        current = self._get_pb(name, timeout) if _needs_current(changes) else None
+        current = (yield from self._get_pb(name, timeout)) if _needs_current(changes) else None
         request = _update_request(self, current, name, changes)
-        response = self._call(self._schedule_stub.UpdateSchedule, request, self._timeout(timeout))  # type: ignore[attr-defined]
+        response = yield self._schedule_call("UpdateSchedule", request, timeout)
         return schedule_from_pb(self, response.schedule)
 
-    def delete_schedule(self, name: str, *, timeout: Seconds | None = None) -> None:
+    @operation
+    def delete_schedule(self, name: str, *, timeout: Seconds | None = None) -> Op[None]:
         """Delete a schedule; its tasks stay. Raises: NotFound, FailedPrecondition."""
         request = pb2.DeleteScheduleRequest(name=name)
-        self._call(self._schedule_stub.DeleteSchedule, request, self._timeout(timeout))  # type: ignore[attr-defined]
+        yield self._schedule_call("DeleteSchedule", request, timeout)
 
-    def pause_schedule(self, name: str, *, timeout: Seconds | None = None) -> Schedule:
+    @operation
+    def pause_schedule(self, name: str, *, timeout: Seconds | None = None) -> Op[Schedule]:
         """Stop firing (ticks while paused are dropped). Raises: NotFound."""
         request = pb2.PauseScheduleRequest(name=name)
-        response = self._call(self._schedule_stub.PauseSchedule, request, self._timeout(timeout))  # type: ignore[attr-defined]
+        response = yield self._schedule_call("PauseSchedule", request, timeout)
         return schedule_from_pb(self, response.schedule)
 
-    def resume_schedule(self, name: str, *, timeout: Seconds | None = None) -> Schedule:
+    @operation
+    def resume_schedule(self, name: str, *, timeout: Seconds | None = None) -> Op[Schedule]:
         """Fire again from the first tick after now. Raises: NotFound."""
         request = pb2.ResumeScheduleRequest(name=name)
-        response = self._call(self._schedule_stub.ResumeSchedule, request, self._timeout(timeout))  # type: ignore[attr-defined]
+        response = yield self._schedule_call("ResumeSchedule", request, timeout)
         return schedule_from_pb(self, response.schedule)
 
-    def trigger_schedule(self, name: str, *, timeout: Seconds | None = None) -> Any:
+    @operation
+    def trigger_schedule(self, name: str, *, timeout: Seconds | None = None) -> Op[Task]:
         """Enqueue the schedule's task once, now; returns the Task. Raises: NotFound."""
         request = pb2.TriggerScheduleRequest(name=name)
-        response = self._call(self._schedule_stub.TriggerSchedule, request, self._timeout(timeout))  # type: ignore[attr-defined]
-        return self._task(response.task)  # type: ignore[attr-defined]
+        response = yield self._schedule_call("TriggerSchedule", request, timeout)
+        return self._task(response.task)
 
-    def _get_pb(self, name: str, timeout: Seconds | None) -> pb2.Schedule:
+    def _get_pb(self, name: str, timeout: Seconds | None) -> Op[pb2.Schedule]:
         request = pb2.GetScheduleRequest(name=name)
-        return self._call(self._schedule_stub.GetSchedule, request, self._timeout(timeout)).schedule  # type: ignore[attr-defined]
-
-
-class AsyncScheduleMixin:
-    """Schedule methods for AsyncClient; same arguments and errors as ScheduleMixin."""
-
-    _schedule_stub: Any
-    serializer: Any
-
-    async def create_schedule(
-        self,
-        name: str,
-        kind: str,
-        payload: Any = None,
-        *,
-        cron: str | None = None,
-        every: Seconds | None = None,
-        upsert: bool = False,
-        timeout: Seconds | None = None,
-        **options: Any,
-    ) -> Schedule:
-        """See ScheduleMixin.create_schedule."""
-        request = _create_request(
-            self, name, kind, payload, upsert, {**options, "cron": cron, "every": every}
-        )
-        response = await self._call(  # type: ignore[attr-defined]
-            self._schedule_stub.CreateSchedule,
-            request,
-            self._timeout(timeout),  # type: ignore[attr-defined]
-        )
-        return schedule_from_pb(self, response.schedule)
-
-    async def get_schedule(self, name: str, *, timeout: Seconds | None = None) -> Schedule:
-        """See ScheduleMixin.get_schedule."""
-        return schedule_from_pb(self, await self._get_pb(name, timeout))
-
-    async def list_schedules(
-        self, *, source: str | None = None, timeout: Seconds | None = None
-    ) -> list[Schedule]:
-        """See ScheduleMixin.list_schedules."""
-        request = pb2.ListSchedulesRequest(
-            source=_SOURCES.get(source or "", pb2.SCHEDULE_SOURCE_UNSPECIFIED)
-        )
-        response = await self._call(  # type: ignore[attr-defined]
-            self._schedule_stub.ListSchedules,
-            request,
-            self._timeout(timeout),  # type: ignore[attr-defined]
-        )
-        return [schedule_from_pb(self, s) for s in response.schedules]
-
-    async def update_schedule(
-        self, name: str, *, timeout: Seconds | None = None, **changes: Any
-    ) -> Schedule:
-        """See ScheduleMixin.update_schedule."""
-        current = await self._get_pb(name, timeout) if _needs_current(changes) else None
-        request = _update_request(self, current, name, changes)
-        response = await self._call(  # type: ignore[attr-defined]
-            self._schedule_stub.UpdateSchedule,
-            request,
-            self._timeout(timeout),  # type: ignore[attr-defined]
-        )
-        return schedule_from_pb(self, response.schedule)
-
-    async def delete_schedule(self, name: str, *, timeout: Seconds | None = None) -> None:
-        """See ScheduleMixin.delete_schedule."""
-        request = pb2.DeleteScheduleRequest(name=name)
-        await self._call(self._schedule_stub.DeleteSchedule, request, self._timeout(timeout))  # type: ignore[attr-defined]
-
-    async def pause_schedule(self, name: str, *, timeout: Seconds | None = None) -> Schedule:
-        """See ScheduleMixin.pause_schedule."""
-        request = pb2.PauseScheduleRequest(name=name)
-        response = await self._call(  # type: ignore[attr-defined]
-            self._schedule_stub.PauseSchedule,
-            request,
-            self._timeout(timeout),  # type: ignore[attr-defined]
-        )
-        return schedule_from_pb(self, response.schedule)
-
-    async def resume_schedule(self, name: str, *, timeout: Seconds | None = None) -> Schedule:
-        """See ScheduleMixin.resume_schedule."""
-        request = pb2.ResumeScheduleRequest(name=name)
-        response = await self._call(  # type: ignore[attr-defined]
-            self._schedule_stub.ResumeSchedule,
-            request,
-            self._timeout(timeout),  # type: ignore[attr-defined]
-        )
-        return schedule_from_pb(self, response.schedule)
-
-    async def trigger_schedule(self, name: str, *, timeout: Seconds | None = None) -> Any:
-        """See ScheduleMixin.trigger_schedule."""
-        request = pb2.TriggerScheduleRequest(name=name)
-        response = await self._call(  # type: ignore[attr-defined]
-            self._schedule_stub.TriggerSchedule,
-            request,
-            self._timeout(timeout),  # type: ignore[attr-defined]
-        )
-        return self._task(response.task)  # type: ignore[attr-defined]
-
-    async def _get_pb(self, name: str, timeout: Seconds | None) -> pb2.Schedule:
-        request = pb2.GetScheduleRequest(name=name)
-        response = await self._call(  # type: ignore[attr-defined]
-            self._schedule_stub.GetSchedule,
-            request,
-            self._timeout(timeout),  # type: ignore[attr-defined]
+        response: pb2.GetScheduleResponse = yield self._schedule_call(
+            "GetSchedule", request, timeout
         )
         return response.schedule
+
+    def _schedule_call(self, method: str, request: Any, timeout: Seconds | None) -> Call:
+        return Call(getattr(self._schedule_stub, method), request, self._timeout(timeout))

@@ -57,6 +57,8 @@ class JsonSerializer:
         Media types are matched without their parameters and case
         (`Application/JSON; charset=utf-8` is JSON), as RFC 9110 says; the exact
         `application/json` this serializer writes is checked first, so it costs nothing.
+        Malformed JSON raises ValueError (the worker fails such a task as
+        PayloadDecodeError). No content type with bytes is opaque: they come back as bytes.
         """
         if content_type != JSON:
             content_type = media_type(content_type)

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from conveyor.v1 import (
     schedule_service_pb2,
@@ -34,11 +34,11 @@ from conveyor_server.core.sizes import check_fits
 from conveyor_server.rpc.errors import guarded
 from conveyor_server.rpc.schedule_codec import schedule_from_pb, schedule_to_pb
 from conveyor_server.rpc.schedule_service import ScheduleServicer
-from conveyor_server.rpc.security import TokenAuthInterceptor, server_credentials
+from conveyor_server.rpc.security import TokenGate, authorized, server_credentials
 from conveyor_server.rpc.services import TaskServicer, WorkerServicer
+from conveyor_server.rpc.token_file import Grants, TokenFileWatcher, flag_grants
 from conveyor_server.rpc.wire import HandlerRegistry
 from conveyor_server.service.engine import Engine
-from conveyor_server.service.load import CallLoad
 from conveyor_server.service.metrics import Metrics
 from conveyor_server.service.metrics.exporter import ConveyorCollector, MetricsServer, Sources
 from conveyor_server.service.schedule_file import ScheduleFileWatcher
@@ -89,6 +89,13 @@ async def serve(config: ServeConfig) -> None:
             credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         except OSError as exc:
             raise StartupRefused(f"cannot read the TLS files: {exc}") from None
+    token_watcher = None
+    grants: Grants | None = None  # None: no token auth
+    if config.auth_tokens or config.auth_tokens_file:
+        grants = flag_grants(config.auth_tokens)
+        if config.auth_tokens_file:  # read first: a bad file is not a reason to open the store
+            token_watcher = TokenFileWatcher(config.auth_tokens_file, grants)
+            grants = token_watcher.load()
     store = LmdbStore(
         config.data_dir,
         durable=config.is_durable,
@@ -101,13 +108,11 @@ async def serve(config: ServeConfig) -> None:
         config.max_waiters,
         metrics.tasks if metrics is not None else None,
     )
-    load = CallLoad(lambda: engine.waiters.parked)
-    store.committer.is_loop_busy = load.is_busy
     rpc_metrics = metrics.rpc if metrics is not None else None
     if metrics is not None:
         store.committer.on_commit = metrics.commits.committed
+    gate = None if grants is None else TokenGate(grants, _queue_reader(engine))
     server = grpc.aio.server(
-        interceptors=[TokenAuthInterceptor(config.auth_tokens)] if config.auth_tokens else [],
         options=[
             ("grpc.max_receive_message_length", config.broker.max_message_bytes),
             ("grpc.max_send_message_length", config.broker.max_message_bytes),
@@ -124,28 +129,18 @@ async def serve(config: ServeConfig) -> None:
 
     registry = HandlerRegistry(server, is_checked=True)  # guarded() answers bad bytes
 
-    def service(module: Any, name: str) -> Any:
-        return module.DESCRIPTOR.services_by_name[name]
+    def served(servicer: object, module: Any, name: str) -> Any:
+        """The servicer with the token check (if any), then the error mapping."""
+        descriptor = module.DESCRIPTOR.services_by_name[name]
+        if gate is not None:
+            servicer = authorized(servicer, descriptor, gate)
+        return guarded(servicer, descriptor, is_stopping, rpc_metrics)
 
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
-        guarded(
-            TaskServicer(engine),
-            service(task_service_pb2, "TaskService"),
-            is_stopping,
-            load,
-            rpc_metrics,
-        ),
-        registry,
+        served(TaskServicer(engine), task_service_pb2, "TaskService"), registry
     )
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-        guarded(
-            WorkerServicer(engine),
-            service(worker_service_pb2, "WorkerService"),
-            is_stopping,
-            load,
-            rpc_metrics,
-        ),
-        registry,
+        served(WorkerServicer(engine), worker_service_pb2, "WorkerService"), registry
     )
     scheduler = CronScheduler(
         ScheduleBook(engine.broker),
@@ -153,28 +148,26 @@ async def serve(config: ServeConfig) -> None:
         metrics.schedules if metrics is not None else None,
     )
     schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
-        guarded(
-            ScheduleServicer(scheduler),
-            service(schedule_service_pb2, "ScheduleService"),
-            is_stopping,
-            load,
-            rpc_metrics,
-        ),
-        registry,
+        served(ScheduleServicer(scheduler), schedule_service_pb2, "ScheduleService"), registry
     )
     health = _HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, HandlerRegistry(server, is_checked=False))
+    reflected = (
+        *SERVICE_NAMES,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection_servicer: Any = reflection.aio.ReflectionServicer(reflected)
+    if gate is not None:  # reflection is for admin tokens only
+        reflection_servicer = authorized(
+            reflection_servicer,
+            reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+            gate,
+        )
     # Reflection keeps its registered method: with none registered at all, raw unary
     # Enqueue was slower (figures: docs/performance.md, "Decisions and their figures").
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        reflection.aio.ReflectionServicer(
-            (
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            )
-        ),
-        HandlerRegistry(server, is_checked=False, keep_registered=True),
+        reflection_servicer, HandlerRegistry(server, is_checked=False, keep_registered=True)
     )
     watcher = None
     if config.schedules_file:
@@ -210,6 +203,8 @@ async def serve(config: ServeConfig) -> None:
     await server.start()
     await engine.start()
     scheduler.start()
+    if token_watcher is not None and gate is not None:
+        token_watcher.start(gate.replace)
     for name in ("", *SERVICE_NAMES):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = config.listen.rsplit(":", 1)[0]
@@ -220,7 +215,7 @@ async def serve(config: ServeConfig) -> None:
         store.path,
         config.durability,
         "mutual" if config.tls_client_ca else "on" if config.tls_cert else "off",
-        "on" if config.auth_tokens else "off",
+        "off" if grants is None else f"on, {len(grants)} tokens",
     )
     serving = f"conveyor serving on {host}:{port}"
     if exporter is not None:
@@ -233,14 +228,17 @@ async def serve(config: ServeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if watcher is not None:
-        loop.add_signal_handler(signal.SIGHUP, watcher.reload)
+    reloaders = [w.reload for w in (watcher, token_watcher) if w is not None]
+    if reloaders:
+        loop.add_signal_handler(signal.SIGHUP, lambda: [reload() for reload in reloaders])
     await stop.wait()
 
     log.info("shutting down: refusing new calls, finishing in-flight ones")
     await health.enter_graceful_shutdown()
     if watcher is not None:
         await watcher.stop()
+    if token_watcher is not None:
+        await token_watcher.stop()
     await scheduler.stop()
     await engine.stop()
     # A short window in which new calls get a clear UNAVAILABLE from guarded();
@@ -269,6 +267,18 @@ def _start_metrics(
     except OSError:
         return None
     return exporter
+
+
+def _queue_reader(engine: Engine) -> Callable[[str], str | None]:
+    """The queue of an existing task, for the token check of queue-limited tokens."""
+
+    def queue_of(task_id: str) -> str | None:
+        try:
+            return engine.get_task(task_id).queue
+        except ConveyorError:  # no such task (or a malformed id): the RPC itself answers
+            return None
+
+    return queue_of
 
 
 def _reconciler(scheduler: CronScheduler) -> Callable[[Sequence[Schedule]], Awaitable[None]]:

@@ -69,6 +69,7 @@ class ServeConfig:
     tls_key: str = ""
     tls_client_ca: str = ""
     auth_tokens: tuple[str, ...] = ()
+    auth_tokens_file: str = ""
     broker: BrokerSettings = field(default_factory=BrokerSettings)
 
     @property
@@ -204,6 +205,9 @@ SERVE_OPTIONS: tuple[ServeOption, ...] = (
     ServeOption("--auth-token", "auth_tokens",
                 "require 'authorization: Bearer <token>'; several tokens comma-separated",
                 _tokens, lambda tokens: "none"),
+    ServeOption("--auth-tokens", "auth_tokens_file",
+                "TOML file of tokens with roles and queues, reapplied when it changes or on "
+                "SIGHUP"),
 )  # fmt: skip
 
 

@@ -2,61 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
 import subprocess
-from pathlib import Path
+import sys
+import time
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor import Client
-from conveyor.errors import Unauthenticated, Unavailable
-from tests.conftest import require_tool
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run([require_tool("openssl"), *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all from openssl."""
-    d = tmp_path_factory.mktemp("pki")
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=conveyor-test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        cwd=d,
-    )
-    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={name}",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            cwd=d,
-        )
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", f"{name}.pem",
-                 cwd=d)  # fmt: skip
-    return d
+from conveyor.errors import PermissionDenied, Unauthenticated, Unavailable
 
 
 def test_tls_with_a_token(broker_factory, pki):
@@ -134,3 +92,106 @@ def test_token_auth_guards_streams_and_schedules_but_not_health_checks(broker_fa
         assert health.status == health_pb2.HealthCheckResponse.SERVING  # probes need no token
     with Client(broker.address, token="wrong") as client, pytest.raises(Unauthenticated):
         client.list_schedules()
+
+
+# --- the tokens file (--auth-tokens) ---------------------------------------------------
+
+_PRODUCER_FILE = '[tokens.{name}]\ntoken = "{token}"\nrole = "producer"\n'
+
+
+def _accepts(address: str, token: str) -> bool:
+    with Client(address, token=token, retry_attempts=1, timeout=5) as client:
+        try:
+            client.enqueue("auth.job", None)
+        except Unauthenticated:
+            return False
+    return True
+
+
+def _wait_for(predicate, timeout: float = 6.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def test_tokens_file_is_reapplied_when_it_changes_and_on_sighup(broker_factory, tmp_path):
+    path = tmp_path / "tokens.toml"
+    path.write_text(_PRODUCER_FILE.format(name="ci", token="tok-alpha-1111"))
+    broker = broker_factory("--auth-tokens", str(path))
+    assert _accepts(broker.address, "tok-alpha-1111")
+
+    # Changed: picked up by the stat poll, the old token refused from then on.
+    path.write_text(_PRODUCER_FILE.format(name="ci", token="tok-bravo-2222"))
+    _wait_for(lambda: _accepts(broker.address, "tok-bravo-2222"))
+    assert not _accepts(broker.address, "tok-alpha-1111")
+    assert "tokens file applied: added [], removed [], changed ['ci']" in broker.log
+
+    # Same size and mtime: the stat sees nothing, SIGHUP forces the reload.
+    before = path.stat()
+    path.write_text(_PRODUCER_FILE.format(name="ci", token="tok-delta-4444"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    time.sleep(1.5)
+    assert not _accepts(broker.address, "tok-delta-4444")
+    assert broker.process is not None
+    broker.process.send_signal(signal.SIGHUP)
+    _wait_for(lambda: _accepts(broker.address, "tok-delta-4444"), timeout=3)
+
+    # A broken file changes nothing: the last good tokens stay, the error is logged.
+    path.write_text('[tokens.ci]\ntoken = "tok-echo-5555"\nrole = "superuser"\n')
+    _wait_for(lambda: "tokens file not applied" in broker.log)
+    assert _accepts(broker.address, "tok-delta-4444")
+    assert not _accepts(broker.address, "tok-echo-5555")
+    for secret in ("tok-alpha", "tok-bravo", "tok-delta", "tok-echo"):
+        assert secret not in broker.log  # tokens are never logged
+
+
+_BAD_FILES = {
+    "unknown role": '[tokens.x]\ntoken = "tok-secret-9"\nrole = "root"\n',
+    "both forms": f'[tokens.x]\ntoken = "tok-secret-9"\ntoken_sha256 = "{"0" * 64}"\n'
+    'role = "admin"\n',
+    "short digest": '[tokens.x]\ntoken_sha256 = "abc"\nrole = "admin"\n',
+    "queues on admin": '[tokens.x]\ntoken = "tok-secret-9"\nrole = "admin"\nqueues = ["a"]\n',
+    "empty queues": '[tokens.x]\ntoken = "tok-secret-9"\nrole = "worker"\nqueues = []\n',
+    "bad queue name": '[tokens.x]\ntoken = "tok-secret-9"\nrole = "worker"\nqueues = ["a b"]\n',
+    "unknown key": '[tokens.x]\ntoken = "tok-secret-9"\nrole = "admin"\nrolle = "admin"\n',
+    "same token twice": '[tokens.x]\ntoken = "tok-secret-9"\nrole = "admin"\n'
+    '[tokens.y]\ntoken = "tok-secret-9"\nrole = "readonly"\n',
+    "space in token": '[tokens.x]\ntoken = "tok secret-9"\nrole = "admin"\n',
+    "bad TOML": "[tokens.x\n",
+    "misspelt table": '[token.x]\ntoken = "tok-secret-9"\nrole = "admin"\n',
+}
+
+
+@pytest.mark.parametrize("case", [*sorted(_BAD_FILES), "missing file"])
+def test_a_bad_tokens_file_at_start_is_refused_in_one_line(case, tmp_path):
+    path = tmp_path / "tokens.toml"
+    if case in _BAD_FILES:
+        path.write_text(_BAD_FILES[case])
+    data_dir = tmp_path / "data"
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor_server", "serve", "--listen", "127.0.0.1:0",
+         "--data-dir", str(data_dir), "--auth-tokens", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"conveyor: {path}"), done.stderr
+    assert "secret-9" not in done.stderr
+    assert not data_dir.exists()  # refused before the store is opened
+
+
+def test_flag_tokens_stay_admin_next_to_a_tokens_file(broker_factory, tmp_path):
+    path = tmp_path / "tokens.toml"
+    digest = hashlib.sha256(b"tok-reader-7").hexdigest()
+    path.write_text(f'[tokens.dash]\ntoken_sha256 = "{digest}"\nrole = "readonly"\n')
+    broker = broker_factory("--auth-token", "tok-flag-6", "--auth-tokens", str(path))
+    with Client(broker.address, token="tok-flag-6") as admin:
+        task = admin.enqueue("auth.job", None)
+        assert admin.list_schedules() == []
+    with Client(broker.address, token="tok-reader-7") as reader:
+        assert reader.get_task(task.id).id == task.id
+        assert reader.list_schedules() == []
+        with pytest.raises(PermissionDenied) as info:
+            reader.enqueue("auth.job", None)
+        assert "token 'dash' (role readonly) may not call" in str(info.value)

@@ -31,7 +31,8 @@ _BAD = {
     "--metrics-listen": "127.0.0.1:99999",
     "--auth-token": ",",
 }
-_FREE_FORM = {"--data-dir", "--schedules", "--tls-cert", "--tls-key", "--tls-client-ca"}
+_FREE_FORM = {"--data-dir", "--schedules", "--tls-cert", "--tls-key", "--tls-client-ca",
+              "--auth-tokens"}  # fmt: skip
 
 
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -110,7 +110,8 @@ class Proc:
             stderr=subprocess.PIPE,
             text=True,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -162,9 +163,14 @@ class Proc:
         self.process.send_signal(number)
 
     def kill(self) -> None:
+        """End the process (if it still runs) and close its pipes: no leaked file."""
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(10)
+        self._reader.join(10)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture

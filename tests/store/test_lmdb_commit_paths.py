@@ -19,7 +19,8 @@ def _thread_name(txn: TaskTxn) -> str:
 
 
 def test_a_small_loop_turn_commits_on_the_loop_and_a_burst_on_the_writer(tmp_path: Path):
-    store = LmdbStore(tmp_path, initial_map_bytes=16 * MIB, inline_max=4)
+    # A generous quiet-turn time: this checks the size rule, whatever the machine's load.
+    store = LmdbStore(tmp_path, initial_map_bytes=16 * MIB, inline_max=4, quiet_turn_seconds=5)
 
     async def scenario() -> tuple[list[str], list[str]]:
         alone = await asyncio.gather(*(settle(store.write(_thread_name)) for _ in range(2)))
@@ -32,6 +33,23 @@ def test_a_small_loop_turn_commits_on_the_loop_and_a_burst_on_the_writer(tmp_pat
         store.close()
     assert alone == [threading.main_thread().name] * 2
     assert burst == ["lmdb-writer"] * 10
+
+
+def test_a_slow_loop_turn_hands_its_writes_to_the_writer(tmp_path: Path):
+    """A turn that kept the loop busy means other callbacks wait: no fsync on the loop."""
+    store = LmdbStore(tmp_path, initial_map_bytes=16 * MIB, quiet_turn_seconds=0.5)
+
+    async def scenario() -> tuple[str, str]:
+        quick = await settle(store.write(_thread_name))
+        pending = settle(store.write(_thread_name))
+        time.sleep(0.6)  # the rest of this turn takes longer than quiet_turn_seconds
+        return quick, await pending
+
+    try:
+        quick, slow = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert (quick, slow) == (threading.main_thread().name, "lmdb-writer")
 
 
 def test_writes_from_a_thread_without_a_loop_go_to_the_writer(tmp_path: Path):
@@ -107,7 +125,9 @@ def test_an_error_after_a_commit_is_logged_and_the_writer_lives_on(tmp_path: Pat
 
 
 def test_nosync_flushes_to_disk_on_the_writer_thread_not_on_the_loop(tmp_path: Path):
-    store = LmdbStore(tmp_path, durable=False, initial_map_bytes=16 * MIB, inline_max=4)
+    store = LmdbStore(
+        tmp_path, durable=False, initial_map_bytes=16 * MIB, inline_max=4, quiet_turn_seconds=5
+    )
     env = store._env
     flushed_on: list[str] = []
 

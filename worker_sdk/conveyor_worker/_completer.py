@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from conveyor import AsyncClient, ConveyorError, Failure, ItemOutcome, Task
-from conveyor_worker._outcome import Outcome
+from conveyor_worker._outcome import Outcome, result_refused
 
 log = logging.getLogger("conveyor.worker")
 
@@ -25,9 +25,15 @@ _ATTEMPTS = 5
 class _Lane:
     """Pending items of one call kind and the task sending them."""
 
-    def __init__(self, name: str, send: Callable[[list[Any]], Awaitable[list[ItemOutcome]]]):
+    def __init__(
+        self,
+        name: str,
+        send: Callable[[list[Any]], Awaitable[list[ItemOutcome]]],
+        on_rejected: Callable[[Any, ConveyorError], bool] = lambda item, error: False,
+    ):
         self.name = name
         self.send = send
+        self.on_rejected = on_rejected  # True: handled, not logged
         self.pending: list[Any] = []
         self.sender: asyncio.Task[None] | None = None
 
@@ -54,8 +60,8 @@ class _Lane:
                 await asyncio.sleep(delay)
                 delay *= 2
                 continue
-            for outcome in outcomes:
-                if outcome.error is not None:
+            for item, outcome in zip(batch, outcomes, strict=False):
+                if outcome.error is not None and not self.on_rejected(item, outcome.error):
                     log.warning(
                         "task %s: %s rejected: %s", outcome.task_id, self.name, outcome.error
                     )
@@ -70,7 +76,7 @@ class Completer:
     """Batches Ack, Fail and Release calls."""
 
     def __init__(self, client: AsyncClient) -> None:
-        self._acks = _Lane("ack", lambda items: client.ack_many(items))
+        self._acks = _Lane("ack", lambda items: client.ack_many(items), self._ack_refused)
         self._fails = _Lane("fail", lambda items: client.fail_many(items))
         self._releases = _Lane("release", lambda items: client.release_many(items))
 
@@ -90,6 +96,15 @@ class Completer:
             )
         elif outcome.action == "release":
             self._releases.submit(task)
+
+    def _ack_refused(self, item: tuple[Task, Any], error: ConveyorError) -> bool:
+        failure = result_refused(error)
+        if failure is None:
+            return False
+        task = item[0]
+        log.warning("task %s: ack refused, failing it: %s", task.id, failure.message)
+        self.report(task, failure)
+        return True
 
     def release(self, tasks: Sequence[Task]) -> None:
         for task in tasks:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor import ConveyorError, Task
+from conveyor.errors import InvalidArgument
 from conveyor_worker._errors import Cancelled, Fatal, Retry
 
-__all__ = ["Outcome"]
+__all__ = ["Outcome", "payload_undecodable", "result_refused"]
 
 #: Free-form details are bounded by the broker (64 KiB); keep the end of a traceback.
 _MAX_DETAILS = 60_000
+#: How the broker refuses an ack whose result is over --max-payload-bytes.
+_RESULT_TOO_LARGE = re.compile(r"result: (\d+) bytes is over the limit of (\d+) bytes")
 
 
 @dataclass(slots=True)
@@ -60,3 +65,37 @@ class Outcome:
         elif isinstance(exc, Fatal) or (non_retryable and isinstance(exc, non_retryable)):
             outcome.retryable = False
         return outcome
+
+
+def payload_undecodable(task: Task, exc: Exception) -> Outcome:
+    """A payload the serializer cannot decode: the same bytes fail every attempt."""
+    return Outcome(
+        "fail",
+        error_type="PayloadDecodeError",
+        message=f"payload of {len(task.payload_bytes)} bytes with content type "
+        f"{task.content_type!r} could not be decoded: {type(exc).__name__}: {exc}"[:60_000],
+        details="".join(traceback.format_exception(exc))[-_MAX_DETAILS:],
+        retryable=False,
+    )
+
+
+def result_refused(error: ConveyorError | None) -> Outcome | None:
+    """The failure to report for an ack the broker refused because its result is too big.
+
+    No RPC tells a client the broker's --max-payload-bytes, so the worker learns it
+    from the refusal; the task keeps its lease meanwhile. The same handler would
+    return the same result again, so the failure is not retried.
+    """
+    if not isinstance(error, InvalidArgument):
+        return None
+    match = _RESULT_TOO_LARGE.search(str(error))
+    if match is None:
+        return None
+    size, limit = match.groups()
+    return Outcome(
+        "fail",
+        error_type="ResultTooLarge",
+        message=f"the handler's result is {size} bytes, over the broker's limit of "
+        f"{limit} bytes (conveyor serve --max-payload-bytes)",
+        retryable=False,
+    )

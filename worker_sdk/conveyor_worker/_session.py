@@ -16,20 +16,25 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from conveyor import AsyncClient, ConveyorError, ExtendOutcome, Task
+from conveyor.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from conveyor.serializer import Encoded, encode
 from conveyor_worker._completer import Completer
 from conveyor_worker._context import Context
 from conveyor_worker._lease_keeper import LeaseKeeper
-from conveyor_worker._outcome import Outcome
+from conveyor_worker._outcome import Outcome, payload_undecodable
 from conveyor_worker._runner import HandlerPool, HandlerRun
 
 if TYPE_CHECKING:
     from conveyor_worker._worker import Worker
 
-__all__ = ["Session", "UnarySession"]
+__all__ = ["PERMANENT_REFUSALS", "Session", "UnarySession"]
 
 log = logging.getLogger("conveyor.worker")
 task_log = logging.getLogger("conveyor.worker.task")
+
+#: Answers to Lease or StreamWork that retrying cannot change (a bad queue name, a
+#: max_tasks over the broker's --max-batch, a wrong token): the worker stops with them.
+PERMANENT_REFUSALS = (InvalidArgument, Unauthenticated, PermissionDenied)
 
 
 class Session:
@@ -56,6 +61,8 @@ class Session:
         self.loop = asyncio.get_running_loop()
         self.is_stopping = False
         self.released_unstarted = 0
+        #: Set when the broker refused to hand out tasks for good; Worker.run raises it.
+        self.refusal: ConveyorError | None = None
 
     # -- what a transport provides ---------------------------------------------------
 
@@ -149,9 +156,7 @@ class Session:
         try:
             payload = task.payload
         except Exception as exc:  # undecodable payload: retrying cannot help
-            outcome = Outcome.from_exception(exc, ())
-            outcome.retryable = False
-            self._outcome_without_run(task, outcome, started)
+            self._outcome_without_run(task, payload_undecodable(task, exc), started)
             return
         run = HandlerRun(
             handler, Context(task, self.loop), self.loop, self._on_outcome, self._idle_run
@@ -237,10 +242,12 @@ class UnarySession(Session):
         self.log_start()
         keeper = asyncio.ensure_future(self.keeper.run())
         leaser = asyncio.ensure_future(self._lease_loop())
+        stopped = asyncio.ensure_future(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait({leaser, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.is_stopping = True
+            stopped.cancel()
             leaser.cancel()
             await asyncio.gather(leaser, return_exceptions=True)
             self.completer.release(self.take_unstarted())
@@ -278,6 +285,10 @@ class UnarySession(Session):
                     worker_id=w.worker_id,
                     round_robin=w.round_robin,
                 )
+            except PERMANENT_REFUSALS as exc:
+                log.error("the broker refused to lease tasks: %s", exc)
+                self.refusal = exc
+                return
             except ConveyorError as exc:
                 log.warning("lease failed (retrying in %.1f s): %s", backoff, exc)
                 await asyncio.sleep(backoff)

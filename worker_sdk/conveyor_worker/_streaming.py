@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 from conveyor import AsyncClient, ConveyorError, ExtendOutcome, LeaseLost, Task, WorkStream
 from conveyor.errors import Unimplemented
 from conveyor_worker._completer import Completer
-from conveyor_worker._outcome import Outcome
+from conveyor_worker._outcome import Outcome, result_refused
 from conveyor_worker._runner import HandlerPool
-from conveyor_worker._session import Session
+from conveyor_worker._session import PERMANENT_REFUSALS, Session
 
 if TYPE_CHECKING:
     from conveyor_worker._worker import Worker
@@ -73,7 +73,8 @@ class StreamSession(Session):
             if pump.done():
                 if pump.exception() is None and pump.result():
                     return True  # the broker has no StreamWork: use the unary calls
-                log.error("the work stream loop ended unexpectedly: %r", pump.exception())
+                if self.refusal is None:
+                    log.error("the work stream loop ended unexpectedly: %r", pump.exception())
         finally:
             stopped.cancel()
             await self._shutdown(pump)
@@ -118,6 +119,10 @@ class StreamSession(Session):
                     self.stream = None
                     return True
                 log.error("the broker has no StreamWork (retrying in %.1f s)", backoff)
+            except PERMANENT_REFUSALS as exc:
+                log.error("the broker refused the work stream: %s", exc)
+                self.refusal = exc
+                return False
             except ConveyorError as exc:
                 if self.is_closing:
                     break
@@ -154,11 +159,16 @@ class StreamSession(Session):
             self.accept(tasks)
 
     def _answered(self, task_id: str, error: ConveyorError | None, name: str) -> None:
-        self.unanswered.pop(task_id, None)
+        sent = self.unanswered.pop(task_id, None)
         was_resent = task_id in self.resent
         if was_resent:
             self.resent.discard(task_id)
         if error is None:
+            return
+        failure = result_refused(error) if name == "ack" and sent is not None else None
+        if failure is not None and sent is not None:
+            log.warning("task %s: ack refused, failing it: %s", task_id, failure.message)
+            self.report(sent[0], failure)
             return
         if was_resent and isinstance(error, LeaseLost):
             log.info(

@@ -35,13 +35,20 @@ def _seconds(value: Seconds | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+def _check_concurrency(concurrency: int) -> None:
+    """No slots would mean a worker that never takes a task: refuse it."""
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency: expected a whole number of 1 or more, got {concurrency!r}")
+
+
 class Worker:
     """Runs handlers for tasks leased from some queues.
 
     Args:
         target: broker address "host:port".
         queues: queue names, leased from in this order (a "a,b" string works too).
-        concurrency: handlers running at once; also how many tasks it leases at most.
+        concurrency: handlers running at once (1 or more); also how many tasks it leases
+            at most.
         lease_duration: lease asked for; None uses each task's own (30 s default).
         heartbeat: longest gap between lease extensions (cancel requests arrive with them).
         poll_wait: how long one Lease call long-polls when the queues are empty (unary).
@@ -71,6 +78,7 @@ class Worker:
     ) -> None:
         if transport not in ("auto", "stream", "unary"):
             raise ValueError(f"transport: expected auto, stream or unary, got {transport!r}")
+        _check_concurrency(concurrency)
         self.transport: Transport = transport
         self.target = target
         self.queues = (
@@ -156,6 +164,12 @@ class Worker:
         """Run until SIGTERM/SIGINT (or `stop()`), then shut down gracefully.
 
         A second signal exits the process at once (exit code 1).
+
+        Raises:
+            InvalidArgument, Unauthenticated, PermissionDenied: the broker refused for
+                good to hand out tasks (a bad queue name, max tasks over its --max-batch,
+                a wrong token); the worker stops instead of retrying for ever.
+            ValueError: no queues, or concurrency below 1.
         """
         asyncio.run(self.run_async(install_signal_handlers=True))
 
@@ -167,9 +181,13 @@ class Worker:
             loop.call_soon_threadsafe(stop.set)
 
     async def run_async(self, *, install_signal_handlers: bool = False) -> None:
-        """Run on the current event loop until `stop()`; async handlers share this loop."""
+        """Run on the current event loop until `stop()`; async handlers share this loop.
+
+        Raises: as `run`.
+        """
         if not self.queues:
             raise ValueError("a worker needs at least one queue")
+        _check_concurrency(self.concurrency)  # it may have been set after __init__
         self._stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         if self._is_stop_requested:  # stop() came before the loop existed
@@ -194,6 +212,8 @@ class Worker:
                 self.worker_id,
                 session.released_unstarted,
             )
+            if session.refusal is not None:
+                raise session.refusal
         finally:
             await client.close()
             pool.shutdown()

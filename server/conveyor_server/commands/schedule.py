@@ -1,63 +1,51 @@
-"""`conveyor schedules` and `conveyor schedule add|rm|pause|resume|trigger|show`: gRPC clients.
+"""`conveyor schedules` and `conveyor schedule add|rm|pause|resume|trigger|show`.
 
-They talk to a running broker (`--target`, env CONVEYOR_TARGET, default 127.0.0.1:7470)
-through the generated ScheduleService stub.
+Built on the public `conveyor.Client`, so they take the same connection options as
+every command (--target, --token, --tls, --tls-ca, --tls-cert, --tls-key and their
+environment variables). Exit codes: 0 done, 2 bad input (a flag, a payload that is
+not JSON, or the broker's INVALID_ARGUMENT), 1 any other refusal or an unreachable
+broker; errors are one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import sys
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
-from google.protobuf import timestamp_pb2
+from conveyor import Client, ConveyorError, Schedule
+from conveyor._cli import add_connection_arguments, client_settings
+from conveyor.errors import InvalidArgument
+from conveyor.serializer import Encoded
+from conveyor_server.config import format_duration, parse_duration
 
-from conveyor.v1 import schedule_service_pb2 as pb2
-from conveyor.v1 import schedule_service_pb2_grpc
-from conveyor_server.config import parse_duration
-from conveyor_server.rpc.codec import set_duration
-
-DEFAULT_TARGET = "127.0.0.1:7470"
-_MISFIRE = {
-    "skip": pb2.MISFIRE_POLICY_SKIP,
-    "once": pb2.MISFIRE_POLICY_ONCE,
-    "all": pb2.MISFIRE_POLICY_ALL,
-}
-_OVERLAP = {
-    "allow": pb2.OVERLAP_POLICY_ALLOW,
-    "skip_if_running": pb2.OVERLAP_POLICY_SKIP_IF_RUNNING,
-}
-_SOURCE = {"api": pb2.SCHEDULE_SOURCE_API, "file": pb2.SCHEDULE_SOURCE_FILE}
+_MISFIRE = ("all", "once", "skip")
+_OVERLAP = ("allow", "skip_if_running")
+_SOURCE = ("api", "file")
 
 
-def _add_target(parser: argparse.ArgumentParser) -> None:
-    default = os.environ.get("CONVEYOR_TARGET", DEFAULT_TARGET)
-    parser.add_argument(
-        "--target",
-        default=default,
-        help=f"broker address host:port [env CONVEYOR_TARGET; default {DEFAULT_TARGET}]",
-    )
+def _add_connection(parser: argparse.ArgumentParser) -> None:
+    add_connection_arguments(parser)
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
 
 
 def _add_schedules(subparsers: Any) -> None:
     p = subparsers.add_parser("schedules", help="list the broker's schedules")
-    _add_target(p)
-    p.add_argument("--source", choices=sorted(_SOURCE), help="only API- or file-made schedules")
-    p.set_defaults(run=_run_list)
+    _add_connection(p)
+    p.add_argument("--source", choices=_SOURCE, help="only API- or file-made schedules")
+    p.set_defaults(run=_command(_run_list))
 
 
 def _add_schedule(subparsers: Any) -> None:
     p = subparsers.add_parser("schedule", help="add, remove, pause, resume or trigger a schedule")
     verbs = p.add_subparsers(dest="verb", required=True)
     add = verbs.add_parser("add", help="create a schedule (or replace one with --upsert)")
-    _add_target(add)
+    _add_connection(add)
     _add_definition(add)
-    add.set_defaults(run=_run_add)
+    add.set_defaults(run=_command(_run_add))
     for verb, help_text in (
         ("rm", "delete a schedule (its tasks stay)"),
         ("pause", "stop a schedule from firing"),
@@ -66,155 +54,190 @@ def _add_schedule(subparsers: Any) -> None:
         ("show", "print one schedule in full"),
     ):
         sub = verbs.add_parser(verb, help=help_text)
-        _add_target(sub)
+        _add_connection(sub)
         sub.add_argument("name")
-        sub.set_defaults(run=_run_verb)
+        sub.set_defaults(run=_command(_VERBS[verb]))
 
 
 def _add_definition(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="schedule name: 1-64 of [A-Za-z0-9_.-]")
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", help='cron expression, e.g. "*/5 * * * *" or @hourly')
-    when.add_argument("--every", type=parse_duration, help="fixed interval, e.g. 30s, 5m")
+    when.add_argument("--every", type=_duration, help="fixed interval, e.g. 30s, 5m")
     p.add_argument("--kind", required=True, help="task kind (handler name)")
-    p.add_argument("--queue", default="", help="task queue [default: default]")
-    p.add_argument("--payload", default="", help="task payload (sent as given)")
-    p.add_argument("--content-type", default="", help="payload MIME type")
+    p.add_argument("--queue", help="task queue [default: default]")
+    p.add_argument(
+        "--payload",
+        help='task payload, JSON by default (e.g. \'{"path": "s.png"}\'); '
+        "with --content-type, sent as given",
+    )
+    p.add_argument("--content-type", help="payload media type; the payload is then not parsed")
     p.add_argument("--header", action="append", default=[], help="KEY=VALUE, repeatable")
-    p.add_argument("--priority", type=int, default=0)
-    p.add_argument("--max-attempts", type=int, default=0)
-    p.add_argument("--deadline", type=parse_duration, help="each task expires after this long")
+    p.add_argument("--priority", type=int)
+    p.add_argument("--max-attempts", type=int)
+    p.add_argument("--deadline", type=_duration, help="each task expires after this long")
     p.add_argument("--tz", default="UTC", help="IANA time zone of the cron expression")
-    p.add_argument("--misfire", choices=sorted(_MISFIRE), default="once")
-    p.add_argument("--misfire-limit", type=int, default=0, help="cap for --misfire all")
-    p.add_argument("--overlap", choices=sorted(_OVERLAP), default="allow")
-    p.add_argument("--jitter", type=parse_duration, help="random delay up to this long")
-    p.add_argument("--start", type=_parse_time, help="no tick before (RFC 3339)")
-    p.add_argument("--end", type=_parse_time, help="no tick after (RFC 3339)")
+    p.add_argument("--misfire", choices=_MISFIRE, default="once")
+    p.add_argument("--misfire-limit", type=int, help="cap for --misfire all")
+    p.add_argument("--overlap", choices=_OVERLAP, default="allow")
+    p.add_argument("--jitter", type=_duration, help="random delay up to this long")
+    p.add_argument("--start", type=_time, help="no tick before (RFC 3339, with an offset)")
+    p.add_argument("--end", type=_time, help="no tick after (RFC 3339, with an offset)")
     p.add_argument("--paused", action="store_true", help="create it paused")
     p.add_argument("--upsert", action="store_true", help="replace an existing schedule")
 
 
-def _parse_time(text: str) -> timestamp_pb2.Timestamp:
-    moment = datetime.fromisoformat(text)
+def _duration(text: str) -> timedelta:
+    try:
+        return timedelta(seconds=parse_duration(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
     if moment.tzinfo is None:
-        raise ValueError("give a UTC offset, e.g. 2026-01-01T00:00:00Z")
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
+        raise argparse.ArgumentTypeError(f"{text!r}: give a UTC offset, e.g. 2026-01-01T00:00:00Z")
+    return moment
 
 
-def schedule_from_args(args: argparse.Namespace) -> pb2.Schedule:
-    """The Schedule message `conveyor schedule add` sends."""
+class BadInput(ValueError):
+    """Input the command refuses before calling the broker (exit 2)."""
+
+
+def _command(run: Callable[[Client, argparse.Namespace], None]) -> Callable[..., int]:
+    """Connect with the connection options, run, and turn every failure into one line."""
+
+    def command(args: argparse.Namespace) -> int:
+        prog = f"conveyor {args.command}" + (f" {args.verb}" if getattr(args, "verb", "") else "")
+        try:
+            with Client(args.target, timeout=args.timeout, **client_settings(args)) as client:
+                run(client, args)
+        except (BadInput, InvalidArgument) as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
+        except ConveyorError as exc:
+            code = exc.code.name if exc.code is not None else type(exc).__name__
+            print(f"{prog}: {code}: {_one_line(str(exc))}", file=sys.stderr)
+            return 1
+        except ValueError as exc:  # connection options: a missing certificate file, ...
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    return command
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _run_list(client: Client, args: argparse.Namespace) -> None:
+    print(format_table(client.list_schedules(source=args.source)))
+
+
+def _run_add(client: Client, args: argparse.Namespace) -> None:
+    options = schedule_options(args)
+    schedule = client.create_schedule(
+        args.name, args.kind, _payload(args), upsert=args.upsert, **options
+    )
+    verb = "saved" if args.upsert else "created"
+    print(f"{verb} {schedule.name}: next fire {_when(schedule.next_fire_time)}")
+
+
+def schedule_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The create_schedule keywords `conveyor schedule add` passes (those given)."""
     headers = {}
     for item in args.header:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"conveyor: --header {item!r}: use KEY=VALUE")
+        if not sep or not key:
+            raise BadInput(f"--header {item!r}: use KEY=VALUE")
         headers[key] = value
-    schedule = pb2.Schedule(
-        name=args.name,
-        cron=args.cron or "",
-        timezone=args.tz,
-        misfire_policy=_MISFIRE[args.misfire],
-        misfire_limit=args.misfire_limit,
-        overlap_policy=_OVERLAP[args.overlap],
-        paused=args.paused,
-        task=pb2.TaskTemplate(
-            queue=args.queue,
-            kind=args.kind,
-            payload=args.payload.encode(),
-            content_type=args.content_type,
-            headers=headers,
-            priority=args.priority,
-            max_attempts=args.max_attempts,
-        ),
-    )
-    if args.every is not None:
-        set_duration(schedule.interval, args.every)
-    if args.deadline is not None:
-        set_duration(schedule.task.deadline, args.deadline)
-    if args.jitter is not None:
-        set_duration(schedule.jitter, args.jitter)
-    if args.start is not None:
-        schedule.start_at.CopyFrom(args.start)
-    if args.end is not None:
-        schedule.end_at.CopyFrom(args.end)
-    return schedule
+    given = {
+        "cron": args.cron,
+        "every": args.every,
+        "timezone": args.tz,
+        "queue": args.queue,
+        "headers": headers or None,
+        "priority": args.priority,
+        "max_attempts": args.max_attempts,
+        "deadline": args.deadline,
+        "misfire": args.misfire,
+        "misfire_limit": args.misfire_limit,
+        "overlap": args.overlap,
+        "jitter": args.jitter,
+        "start_at": args.start,
+        "end_at": args.end,
+        "paused": args.paused,
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
-def _call(args: argparse.Namespace, fn: Callable[[Any], Any]) -> int:
-    with grpc.insecure_channel(args.target) as channel:
-        stub = schedule_service_pb2_grpc.ScheduleServiceStub(channel)
-        try:
-            fn(stub)
-        except grpc.RpcError as exc:
-            print(f"conveyor: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
-    return 0
+def _payload(args: argparse.Namespace) -> Any:
+    """JSON unless --content-type says otherwise (then the text is sent as given)."""
+    if args.content_type is not None:
+        return Encoded((args.payload or "").encode(), args.content_type)
+    if args.payload is None:
+        return None
+    try:
+        return json.loads(args.payload)
+    except ValueError as exc:
+        raise BadInput(
+            f"--payload is not JSON ({exc}); quote strings as JSON ('\"text\"') "
+            "or give --content-type"
+        ) from None
 
 
-def _run_list(args: argparse.Namespace) -> int:
-    def list_them(stub: Any) -> None:
-        request = pb2.ListSchedulesRequest(
-            source=_SOURCE.get(args.source or "", pb2.SCHEDULE_SOURCE_UNSPECIFIED)
-        )
-        response = stub.ListSchedules(request, timeout=args.timeout)
-        print(format_table(response.schedules))
-
-    return _call(args, list_them)
+def _run_rm(client: Client, args: argparse.Namespace) -> None:
+    client.delete_schedule(args.name)
+    print(f"deleted {args.name}")
 
 
-def _run_add(args: argparse.Namespace) -> int:
-    def add(stub: Any) -> None:
-        request = pb2.CreateScheduleRequest(schedule=schedule_from_args(args), upsert=args.upsert)
-        response = stub.CreateSchedule(request, timeout=args.timeout)
-        verb = "created" if response.created else "replaced"
-        print(f"{verb} {response.schedule.name}: next fire {_time(response.schedule, 'next')}")
-
-    return _call(args, add)
+def _run_pause(client: Client, args: argparse.Namespace) -> None:
+    client.pause_schedule(args.name)
+    print(f"paused {args.name}")
 
 
-def _run_verb(args: argparse.Namespace) -> int:
-    def run(stub: Any) -> None:
-        name, timeout = args.name, args.timeout
-        if args.verb == "rm":
-            stub.DeleteSchedule(pb2.DeleteScheduleRequest(name=name), timeout=timeout)
-            print(f"deleted {name}")
-        elif args.verb == "pause":
-            stub.PauseSchedule(pb2.PauseScheduleRequest(name=name), timeout=timeout)
-            print(f"paused {name}")
-        elif args.verb == "resume":
-            response = stub.ResumeSchedule(pb2.ResumeScheduleRequest(name=name), timeout=timeout)
-            print(f"resumed {name}: next fire {_time(response.schedule, 'next')}")
-        elif args.verb == "trigger":
-            response = stub.TriggerSchedule(pb2.TriggerScheduleRequest(name=name), timeout=timeout)
-            print(f"enqueued {response.task.id}")
-        else:
-            response = stub.GetSchedule(pb2.GetScheduleRequest(name=name), timeout=timeout)
-            print(response.schedule, end="")
+def _run_resume(client: Client, args: argparse.Namespace) -> None:
+    schedule = client.resume_schedule(args.name)
+    print(f"resumed {schedule.name}: next fire {_when(schedule.next_fire_time)}")
 
-    return _call(args, run)
 
+def _run_trigger(client: Client, args: argparse.Namespace) -> None:
+    print(f"enqueued {client.trigger_schedule(args.name).id}")
+
+
+def _run_show(client: Client, args: argparse.Namespace) -> None:
+    print(format_schedule(client.get_schedule(args.name)))
+
+
+_VERBS: dict[str, Callable[[Client, argparse.Namespace], None]] = {
+    "rm": _run_rm,
+    "pause": _run_pause,
+    "resume": _run_resume,
+    "trigger": _run_trigger,
+    "show": _run_show,
+}
 
 _COLUMNS = ("NAME", "SPEC", "TZ", "NEXT FIRE", "LAST FIRE", "PAUSED", "SOURCE")
 
 
-def format_table(schedules: Any) -> str:
+def format_table(schedules: Sequence[Schedule]) -> str:
     """The `conveyor schedules` table: one row per schedule, columns aligned."""
     rows = [_COLUMNS]
     for s in schedules:
-        spec = s.cron or f"every {_seconds(s.interval)}"
-        source = pb2.ScheduleSource.Name(s.source).removeprefix("SCHEDULE_SOURCE_").lower()
         rows.append(
             (
                 s.name,
-                spec,
-                s.timezone or "UTC",
-                _time(s, "next"),
-                _time(s, "last"),
+                _spec(s),
+                s.timezone,
+                _when(s.next_fire_time),
+                _when(s.last_fire_time),
                 "yes" if s.paused else "no",
-                source,
+                s.source,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
@@ -224,17 +247,47 @@ def format_table(schedules: Any) -> str:
     )
 
 
-def _time(schedule: pb2.Schedule, which: str) -> str:
-    name = f"{which}_fire_time"
-    if not schedule.HasField(name):  # type: ignore[arg-type]
+def format_schedule(s: Schedule) -> str:
+    """`conveyor schedule show`: one field a line, times in UTC, durations as people write them."""
+    misfire = f"{s.misfire.value}" + (f" (at most {s.misfire_limit})" if s.misfire_limit else "")
+    fields = (
+        ("name", s.name),
+        ("spec", _spec(s)),
+        ("timezone", s.timezone),
+        ("kind", s.kind),
+        ("queue", s.queue or "default"),
+        ("payload", _show_payload(s.payload)),
+        ("misfire", misfire),
+        ("overlap", s.overlap.value),
+        ("jitter", format_duration(s.jitter.total_seconds()) if s.jitter else "-"),
+        ("start", _when(s.start_at)),
+        ("end", _when(s.end_at)),
+        ("paused", "yes" if s.paused else "no"),
+        ("source", s.source),
+        ("next fire", _when(s.next_fire_time)),
+        ("last fire", _when(s.last_fire_time)),
+        ("last task", s.last_task_id or "-"),
+    )
+    width = max(len(label) for label, _ in fields) + 1
+    return "\n".join(f"{label + ':':<{width}} {value}" for label, value in fields)
+
+
+def _spec(s: Schedule) -> str:
+    if s.cron:
+        return s.cron
+    return f"every {format_duration(s.every.total_seconds())}" if s.every else "-"
+
+
+def _show_payload(payload: Any) -> str:
+    if isinstance(payload, bytes):
+        return repr(payload)
+    return json.dumps(payload, ensure_ascii=False)
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
         return "-"
-    stamp: timestamp_pb2.Timestamp = getattr(schedule, name)
-    return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _seconds(duration: Any) -> str:
-    total = duration.seconds + duration.nanos / 1e9
-    return f"{total:g}s"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 #: Appended to cli.SUBCOMMANDS.

@@ -6,8 +6,8 @@ began, answers request bytes that did not parse (rpc/wire.py) with
 INVALID_ARGUMENT, and turns anything unexpected into INTERNAL, logged once with
 its traceback. Health and reflection are not wrapped, so they stay answerable.
 Given an RpcMetrics, it also counts each call by its status code and times it
-(two clock reads and a dict update per call; calls refused by the token check
-before they reach a method are not counted).
+(two clock reads and a dict update per call; a call the token check refuses counts
+under its code).
 
 Why not a grpc.aio ServerInterceptor: it runs for every call and built the
 wrapped handler anew each time, a sizeable share of a cheap call's CPU
@@ -28,7 +28,6 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from conveyor_server.core import errors
 from conveyor_server.rpc.wire import Unparsable, check_requests
-from conveyor_server.service.load import CallLoad
 from conveyor_server.service.metrics.rpc import MethodStats, RpcMetrics
 
 log = logging.getLogger(__name__)
@@ -56,17 +55,14 @@ def guarded(
     servicer: object,
     service: ServiceDescriptor,
     is_stopping: Callable[[], bool],
-    load: CallLoad | None = None,
     metrics: RpcMetrics | None = None,
 ) -> Any:
     """The servicer's RPC methods for `service`, each wrapped with the error mapping.
 
     Pass the result to the generated `add_*Servicer_to_server` in place of the
     servicer (a namespace of the wrapped methods; typed Any because the generated
-    stubs expect their servicer classes). `load` counts the unary calls in flight;
-    `metrics` counts and times every call.
+    stubs expect their servicer classes). `metrics` counts and times every call.
     """
-    load = load if load is not None else CallLoad(lambda: 0)
     methods = {}
     for method in service.methods:
         inner = getattr(servicer, method.name)
@@ -76,7 +72,7 @@ def guarded(
             methods[method.name] = _guard_stream(inner, path, is_stopping, stats)
         elif not method.client_streaming and not method.server_streaming:
             stats = _stats(metrics, service, method.name, "unary")
-            methods[method.name] = _guard_unary(inner, path, is_stopping, load, stats)
+            methods[method.name] = _guard_unary(inner, path, is_stopping, stats)
         else:
             raise TypeError(f"{path}: only unary and bidirectional methods are wrapped")
     return SimpleNamespace(**methods)
@@ -89,24 +85,17 @@ def _stats(
 
 
 def _guard_unary(
-    inner: Any,
-    method: str,
-    is_stopping: Callable[[], bool],
-    load: CallLoad,
-    stats: MethodStats | None,
+    inner: Any, method: str, is_stopping: Callable[[], bool], stats: MethodStats | None
 ) -> Any:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if is_stopping():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is shutting down")
         if type(request) is Unparsable:  # see rpc/wire.py
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-        load.active += 1
         try:
             return await inner(request, context)
         except Exception as exc:
             await _abort_with(context, exc, method)
-        finally:
-            load.active -= 1
 
     if stats is None:
         return guarded

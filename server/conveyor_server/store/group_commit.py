@@ -10,8 +10,9 @@ an idle broker adds no latency.
 
 Inline commits: writes asked for on an event loop are first gathered until
 the end of that loop turn. If the writer thread is idle (nothing queued or
-committing), the loop has no other work waiting (`is_loop_busy`, wired by
-the service layer) and the turn asked for at most `inline_max` writes, the loop commits
+committing), the loop turn was quick (less than `quiet_turn_seconds` from its
+first write to its end: a busy turn means other callbacks wait on the loop) and
+it asked for at most `inline_max` writes, the loop commits
 them itself, in one transaction: no hand-off to the writer thread and back
 (two thread wake-ups and a GIL hand-over each way). Otherwise they go to the
 writer thread, in order. The loop is blocked during that commit, which is why
@@ -37,6 +38,7 @@ Write = tuple[Callable[[Any], Any], Future[Any], bool]
 #: (ok, result or exception) for each write of a group, in order.
 Outcome = tuple[bool, Any]
 _STOP = object()
+_LOOK_AGAIN = object()  # wakes the writer thread to ask the backend's idle() again
 
 
 class GroupBackend(Protocol):
@@ -59,14 +61,18 @@ class GroupBackend(Protocol):
         """False while the next commit would do slow work that does not belong on the loop."""
         ...
 
+    def idle(self) -> float | None:
+        """Housekeeping while no write waits (a deferred flush), on the writer thread.
+
+        Returns the seconds after which to call it again, or None: not until the next
+        commit or `GroupCommitter.look_again()`.
+        """
+        ...
+
 
 def _refuse(future: Future[Any]) -> None:
     if future.set_running_or_notify_cancel():  # False: cancelled, nobody is waiting
         future.set_exception(RuntimeError("store is closed"))
-
-
-def _never_busy(writing: int) -> bool:
-    return False
 
 
 class GroupCommitter:
@@ -79,13 +85,13 @@ class GroupCommitter:
         name: str,
         max_group: int = 2000,
         inline_max: int = 4,
+        quiet_turn_seconds: float = 100e-6,
     ) -> None:
         self._backend = backend
         self._max_group = max_group
         self._inline_max = inline_max
-        #: Called with the number of writes this turn gathered: whether the loop has
-        #: other work waiting, so that committing on it would hold that work up.
-        self.is_loop_busy: Callable[[int], bool] = _never_busy
+        self._quiet_turn_seconds = quiet_turn_seconds
+        self._turn_started = 0.0  # perf_counter() at the first write of this loop turn
         #: Told (writes in the group, seconds to apply and commit it) after each group, on
         #: the thread that committed it (wired by the service layer's metrics).
         self.on_commit: Callable[[int, float], None] | None = None
@@ -106,9 +112,14 @@ class GroupCommitter:
         elif self._gathers_on_this_loop():
             self._inline_batch.append(write)
             if len(self._inline_batch) == 1:
+                self._turn_started = time.perf_counter()
                 self._inline_loop.call_soon(self._flush_turn)  # type: ignore[union-attr]
         else:
             self._to_writer([write])
+
+    def look_again(self) -> None:
+        """Have the writer thread call the backend's idle() soon (e.g. a flush is now owed)."""
+        self._queue.put(_LOOK_AGAIN)
 
     def close(self) -> None:
         """Commit everything asked for so far, then stop the writer thread."""
@@ -147,7 +158,7 @@ class GroupCommitter:
         if (
             len(batch) <= self._inline_max
             and self._queued == 0  # nothing asked for earlier is still waiting to commit
-            and not self.is_loop_busy(len(batch))
+            and time.perf_counter() - self._turn_started < self._quiet_turn_seconds
             and self._backend.is_inline_allowed()
             and self._write_lock.acquire(blocking=False)
         ):
@@ -170,10 +181,17 @@ class GroupCommitter:
 
     def _run_writer(self) -> None:
         stopping = False
+        idle_in: float | None = None
         while not stopping:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=idle_in)
+            except queue.Empty:
+                item = _LOOK_AGAIN
             if item is _STOP:
                 break
+            if item is _LOOK_AGAIN:
+                idle_in = self._idle()
+                continue
             batch = [item]
             while len(batch) < self._max_group:
                 try:
@@ -183,21 +201,31 @@ class GroupCommitter:
                 if item is _STOP:
                     stopping = True
                     break
-                batch.append(item)
+                if item is not _LOOK_AGAIN:
+                    batch.append(item)
             try:
                 with self._write_lock:
                     self._commit_safely(batch)
             finally:
                 with self._count_lock:
                     self._queued -= len(batch)
+            idle_in = self._idle()
         # Anything submitted after close() began is refused rather than lost silently.
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not _STOP:
+            if item is not _STOP and item is not _LOOK_AGAIN:
                 _refuse(item[1])
+
+    def _idle(self) -> float | None:
+        try:
+            with self._write_lock:
+                return self._backend.idle()
+        except Exception:  # the boundary: the writer thread must live on
+            log.exception("store: idle housekeeping failed")
+            return 1.0
 
     def _commit_safely(self, batch: list[Write]) -> None:
         """Commit a group; anything that escapes fails the group's open futures instead of

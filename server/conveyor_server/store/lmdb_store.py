@@ -116,6 +116,7 @@ class LmdbStore:
         initial_map_bytes: int = GIB,
         max_group: int = 2000,
         inline_max: int = 4,
+        quiet_turn_seconds: float = 100e-6,
         upgrades: Mapping[int, Upgrade] | None = None,
     ) -> None:
         self.path = Path(path)
@@ -154,9 +155,14 @@ class LmdbStore:
         self._disk_full_until = 0.0  # monotonic; 0.0: the last commit wrote
         self._disk_error: DiskFull | None = None
         self._has_committed = False  # whether the last group committed (apply_group)
+        self._is_unflushed = False  # nosync: a commit since the last flush to disk
         self._last_flush = time.monotonic()
         self.committer = GroupCommitter(
-            self, name="lmdb-writer", max_group=max_group, inline_max=inline_max
+            self,
+            name="lmdb-writer",
+            max_group=max_group,
+            inline_max=inline_max,
+            quiet_turn_seconds=quiet_turn_seconds,
         )
 
     # -- public interface --------------------------------------------------
@@ -351,9 +357,29 @@ class LmdbStore:
             self._is_accepting_growth = live < _GROWTH_LIMIT * self._max_bytes
         else:
             self._is_accepting_growth = True
+        if self._durable:
+            return
         if self._is_flush_due():
-            self._env.sync(True)
-            self._last_flush = time.monotonic()
+            self._flush()
+        elif not self._is_unflushed:
+            self._is_unflushed = True
+            self.committer.look_again()  # the writer thread flushes it within the second
+
+    def idle(self) -> float | None:
+        """nosync: flush what was committed about a second after the last flush, even if
+        no later commit comes (the promise of `--durability nosync`)."""
+        if not self._is_unflushed:
+            return None
+        wait = 1.0 - (time.monotonic() - self._last_flush)
+        if wait > 0:
+            return wait
+        self._flush()
+        return None
+
+    def _flush(self) -> None:
+        self._env.sync(True)
+        self._last_flush = time.monotonic()
+        self._is_unflushed = False
 
     def _is_flush_due(self) -> bool:
         """nosync mode: the background flush to disk, about once a second, is due."""
