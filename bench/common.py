@@ -6,7 +6,7 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -39,13 +39,15 @@ class RunConfig:
     drain_handler: str
     drain_processes: int
     drain_transport: str | None = None  # Worker(transport=...); None: the SDK default
+    broker_args: tuple[str, ...] = ()  # more `conveyor serve` flags (--broker-arg)
 
 
 @contextmanager
-def running_broker(durability: str) -> Iterator[BrokerProcess]:
+def running_broker(durability: str, extra_args: Sequence[str] = ()) -> Iterator[BrokerProcess]:
     """A broker on a fresh temp dir, so no scenario sees another's leftovers."""
     with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as data_dir:
-        broker = BrokerProcess(data_dir, ["--durability", durability, "--log-level", "WARNING"])
+        args = ["--durability", durability, "--log-level", "WARNING", *extra_args]
+        broker = BrokerProcess(data_dir, args)
         broker.start()
         try:
             yield broker

@@ -53,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drain-transport", choices=["auto", "stream", "unary"], help="default: the SDK's"
     )
+    parser.add_argument(
+        "--broker-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="pass a flag to every broker (repeatable; e.g. --broker-arg=--metrics-listen=)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     parser.add_argument(
         "--profile",
@@ -87,6 +94,7 @@ def run(args: Any) -> int:
         drain_handler=args.drain_handler,
         drain_processes=args.drain_processes,
         drain_transport=args.drain_transport,
+        broker_args=tuple(args.broker_arg),
     )
     if args.profile and _timing.py_spy_path() is None:
         print("conveyor bench: --profile needs py-spy (pip install py-spy)", file=sys.stderr)

@@ -102,6 +102,11 @@ def depth_table(rows: Sequence[dict[str, object]], extras: dict[str, float]) -> 
         f"| restart after SIGKILL until GetTask answers, s | — "
         f"| {_fmt(extras.get('restart_s'), '.2f')} | — |"
     )
+    if extras.get("scrape_ms") is not None:
+        lines.append(
+            f"| one /metrics scrape after the restart, ms | — "
+            f"| {_fmt(extras.get('scrape_ms'), '.1f')} | — |"
+        )
     lines.append(
         f"| prefill with enqueue_many(1000) x 4, tasks/s | — "
         f"| {_fmt(extras.get('prefill_rate'), ',.0f')} | — |"

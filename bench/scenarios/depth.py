@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 
 import grpc
 
@@ -56,7 +57,7 @@ async def _first_answer(address: str, task_id: str, seconds: float) -> None:
 
 
 def depth(sizes: Sizes, config: RunConfig) -> tuple[list[Sample], dict[str, float]]:
-    with running_broker(config.durability) as broker:
+    with running_broker(config.durability, config.broker_args) as broker:
         address = broker.address
         samples = _probes(pid(broker), address, sizes, config, "shallow")
         rss_empty, anon_empty = rss_mib(pid(broker))
@@ -68,6 +69,7 @@ def depth(sizes: Sizes, config: RunConfig) -> tuple[list[Sample], dict[str, floa
         broker.start()
         asyncio.run(_first_answer(address, filled.last[-1].id, sizes.max_seconds))
         restart = time.perf_counter() - started
+        scrape_ms = _scrape_ms(broker.metrics_address) if broker.metrics_address else None
         rss_restart, anon_restart = rss_mib(pid(broker))
     extras = {
         "depth_tasks": float(filled.tasks),
@@ -80,4 +82,17 @@ def depth(sizes: Sizes, config: RunConfig) -> tuple[list[Sample], dict[str, floa
         "anon_deep_mib": anon_deep,
         "anon_restart_mib": anon_restart,
     }
+    if scrape_ms is not None:
+        extras["scrape_ms"] = scrape_ms
     return samples, extras
+
+
+def _scrape_ms(address: str) -> float:
+    """One /metrics scrape of the deep store: O(queues), whatever the depth."""
+    started = time.perf_counter()
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=CALL_TIMEOUT) as response:
+        text = response.read().decode()
+    elapsed = (time.perf_counter() - started) * 1000
+    if f'conveyor_queue_depth{{queue="{QUEUE}",state="READY"}}' not in text:
+        raise RuntimeError("the scrape has no depth for the deep queue")
+    return elapsed

@@ -24,7 +24,7 @@ LAST_WINDOW = 16
 
 def drain(sizes: Sizes, config: RunConfig) -> list[Sample]:
     """Time from `go` to the results of the last-queued tasks being final."""
-    with running_broker(config.durability) as broker:
+    with running_broker(config.durability, config.broker_args) as broker:
         filled = asyncio.run(
             prefill(broker.address, sizes.drain, "drain", deadline_in(sizes.max_seconds))
         )
@@ -100,7 +100,7 @@ async def raw_drain(address: str, count: int, seconds: float, queue: str = "drai
 
 
 def drain_raw(sizes: Sizes, config: RunConfig) -> list[Sample]:
-    with running_broker(config.durability) as broker:
+    with running_broker(config.durability, config.broker_args) as broker:
         filled = asyncio.run(
             prefill(broker.address, sizes.drain, "drain", deadline_in(sizes.max_seconds))
         )

@@ -31,7 +31,7 @@ async def async_client_enqueues(
 
 
 def enqueue(sizes: Sizes, config: RunConfig) -> list[Sample]:
-    with running_broker(config.durability) as broker:
+    with running_broker(config.durability, config.broker_args) as broker:
         c = config.enqueue_concurrency
         return [
             timed(
@@ -60,7 +60,7 @@ async def _raw_unary(address: str, count: int, seconds: float) -> Moved:
 
 
 def enqueue_raw(sizes: Sizes, config: RunConfig) -> list[Sample]:
-    with running_broker(config.durability) as broker:
+    with running_broker(config.durability, config.broker_args) as broker:
         return [
             timed(
                 "enqueue-raw",
@@ -83,7 +83,7 @@ async def _many(address: str, count: int, seconds: float) -> Moved:
 
 
 def enqueue_many(sizes: Sizes, config: RunConfig) -> list[Sample]:
-    with running_broker(config.durability) as broker:
+    with running_broker(config.durability, config.broker_args) as broker:
         return [
             timed(
                 "enqueue-many",

@@ -34,7 +34,7 @@ def roundtrip(sizes: Sizes, config: RunConfig) -> list[Sample]:
     rt_config = RunConfig(
         **{**config.__dict__, "drain_concurrency": CONCURRENCY, "drain_prefetch": 0}
     )
-    with running_broker(config.durability) as broker:
+    with running_broker(config.durability, config.broker_args) as broker:
         workers = WorkerProcesses(broker.address, "rt", rt_config)
         workers.go()
         try:

@@ -1,4 +1,5 @@
-"""Wiring only: open the store, build the core, start gRPC (+ health, reflection), timer, cron."""
+"""Wiring only: open the store, build the core, start gRPC (+ health, reflection), timer, cron,
+and /metrics."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from conveyor.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
+from conveyor_server import __version__
 from conveyor_server.config import ServeConfig
 from conveyor_server.core.broker import Broker
 from conveyor_server.core.clock import SystemClock
@@ -40,6 +42,8 @@ from conveyor_server.rpc.services import TaskServicer, WorkerServicer
 from conveyor_server.rpc.token_file import Grants, TokenFileWatcher, flag_grants
 from conveyor_server.rpc.wire import HandlerRegistry
 from conveyor_server.service.engine import Engine
+from conveyor_server.service.metrics import Metrics
+from conveyor_server.service.metrics.exporter import ConveyorCollector, MetricsServer, Sources
 from conveyor_server.service.queue_ops import QueueOps
 from conveyor_server.service.schedule_file import ScheduleFileWatcher
 from conveyor_server.service.scheduler import CronScheduler
@@ -103,7 +107,15 @@ async def serve(config: ServeConfig) -> None:
         max_bytes=config.max_store_bytes,
         upgrades=LMDB_UPGRADES,
     )
-    engine = Engine(Broker(store, SystemClock(), config.broker), config.max_waiters)
+    metrics = Metrics() if config.metrics_listen else None
+    engine = Engine(
+        Broker(store, SystemClock(), config.broker),
+        config.max_waiters,
+        metrics.tasks if metrics is not None else None,
+    )
+    rpc_metrics = metrics.rpc if metrics is not None else None
+    if metrics is not None:
+        store.committer.on_commit = metrics.commits.committed
     gate = None if grants is None else TokenGate(grants, _queue_reader(engine))
     server = grpc.aio.server(
         options=[
@@ -127,7 +139,7 @@ async def serve(config: ServeConfig) -> None:
         descriptor = module.DESCRIPTOR.services_by_name[name]
         if gate is not None:
             servicer = authorized(servicer, descriptor, gate)
-        return guarded(servicer, descriptor, is_stopping)
+        return guarded(servicer, descriptor, is_stopping, rpc_metrics)
 
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
         served(TaskServicer(engine), task_service_pb2, "TaskService"), registry
@@ -135,7 +147,11 @@ async def serve(config: ServeConfig) -> None:
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
         served(WorkerServicer(engine), worker_service_pb2, "WorkerService"), registry
     )
-    scheduler = CronScheduler(ScheduleBook(engine.broker), engine.notify_written)
+    scheduler = CronScheduler(
+        ScheduleBook(engine.broker),
+        engine.notify_written,
+        metrics.schedules if metrics is not None else None,
+    )
     schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
         served(ScheduleServicer(scheduler), schedule_service_pb2, "ScheduleService"), registry
     )
@@ -183,6 +199,15 @@ async def serve(config: ServeConfig) -> None:
     if port == 0 or requested not in (0, port):
         store.close()
         raise StartupRefused(f"cannot listen on {config.listen}: the address is in use or invalid")
+    exporter = None
+    if metrics is not None:
+        exporter = _start_metrics(metrics, engine, store, config.metrics_listen)
+        if exporter is None:
+            store.close()
+            raise StartupRefused(
+                f"cannot serve metrics on {config.metrics_listen}: the address is in use or "
+                "not available here (--metrics-listen; empty turns metrics off)"
+            )
     await server.start()
     await engine.start()
     scheduler.start()
@@ -200,7 +225,12 @@ async def serve(config: ServeConfig) -> None:
         "mutual" if config.tls_client_ca else "on" if config.tls_cert else "off",
         "off" if grants is None else f"on, {len(grants)} tokens",
     )
-    print(f"conveyor serving on {host}:{port}", file=sys.stdout, flush=True)
+    serving = f"conveyor serving on {host}:{port}"
+    if exporter is not None:
+        metrics_host = config.metrics_listen.rsplit(":", 1)[0]
+        log.info("metrics on http://%s:%d/metrics", metrics_host, exporter.port)
+        serving += f", metrics on {metrics_host}:{exporter.port}"
+    print(serving, file=sys.stdout, flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -223,8 +253,28 @@ async def serve(config: ServeConfig) -> None:
     # once server.stop() begins, gRPC itself may answer late arrivals with CANCELLED.
     await asyncio.sleep(min(_REFUSAL_WINDOW_SECONDS, config.shutdown_grace))
     await server.stop(config.shutdown_grace)
+    if exporter is not None:
+        exporter.stop()
     store.close()
     log.info("stopped cleanly")
+
+
+def _start_metrics(
+    metrics: Metrics, engine: Engine, store: LmdbStore, listen: str
+) -> MetricsServer | None:
+    """Serve /metrics on `listen`; None if the address is taken or not available."""
+    sources = Sources(
+        depths=lambda: store.read(lambda txn: txn.queue_depths()),
+        parked=lambda: engine.waiters.parked,
+        store_usage=store.usage,
+        version=__version__,
+    )
+    exporter = MetricsServer(ConveyorCollector(metrics, sources))
+    try:
+        exporter.start(listen)
+    except OSError:
+        return None
+    return exporter
 
 
 def _queue_reader(engine: Engine) -> Callable[[str], str | None]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn
 
+from conveyor_server import log_format
 from conveyor_server.commands import health, queues, tasks
 from conveyor_server.commands import schedule as schedule_commands
 from conveyor_server.config import SERVE_OPTIONS, ServeConfig, ServeOption, config_from
@@ -112,11 +112,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     if refusal is not None:
         print(f"conveyor: {refusal}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_format.configure(config.log_level, config.log_format, config.auth_tokens)
     try:
         asyncio.run(serve(config))
     except ConveyorError as exc:  # e.g. data dir locked, schema mismatch: say it, no traceback

@@ -62,6 +62,8 @@ class ServeConfig:
     max_waiters: int = 10_000
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_listen: str = "127.0.0.1:9470"
     schedules_file: str = ""
     tls_cert: str = ""
     tls_key: str = ""
@@ -85,6 +87,11 @@ def parse_listen(text: str) -> str:
     if ":" in host and not (host.startswith("[") and host.endswith("]")):
         raise ValueError(f"IPv6 host in {text!r} needs brackets, e.g. [::1]:7470")
     return f"{host}:{int(port)}"
+
+
+def parse_optional_listen(text: str) -> str:
+    """A listen address, or empty (the listener is off)."""
+    return parse_listen(text) if text.strip() else ""
 
 
 def choice(*allowed: str, fold: Callable[[str], str] = str.lower) -> Callable[[str], str]:
@@ -199,6 +206,12 @@ SERVE_OPTIONS: tuple[ServeOption, ...] = (
                 "how long in-flight calls may finish after SIGTERM", _WAIT, format_duration),
     ServeOption("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR",
                 choice("DEBUG", "INFO", "WARNING", "ERROR", fold=str.upper)),
+    ServeOption("--log-format", "log_format",
+                "text: one readable line per record; json: one JSON object per line",
+                choice("text", "json")),
+    ServeOption("--metrics-listen", "metrics_listen",
+                "HTTP address host:port of Prometheus /metrics (empty: no metrics)",
+                parse_optional_listen, lambda listen: listen or "off"),
     ServeOption("--schedules", "schedules_file",
                 "TOML file of schedules, reapplied when it changes or on SIGHUP"),
     ServeOption("--tls-cert", "tls_cert", "PEM certificate chain: serve TLS"),

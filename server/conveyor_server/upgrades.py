@@ -2,7 +2,8 @@
 
 Schema 1 stored schedules as conveyor.v1.Schedule protobuf messages; schema 2
 stores the store's own record (store/schedule_record.py), so that an API change
-cannot change the on-disk format. The LMDB store runs these in one transaction
+cannot change the on-disk format. Schema 3 keeps task counts per (queue, state);
+the upgrade from 2 counts the records once. The LMDB store runs these in one transaction
 when it opens an older data directory.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from conveyor_server.rpc.schedule_codec import decode_schedule
 from conveyor_server.store import keys, schedule_record
 from conveyor_server.store.base import KvTxn
+from conveyor_server.store.kv_txn import rebuild_queue_counts
 from conveyor_server.store.lmdb_store import Upgrade
 
 
@@ -22,4 +24,4 @@ def schedules_to_store_records(kv: KvTxn) -> None:
 
 
 #: Upgrades by the schema version they start from.
-LMDB_UPGRADES: dict[int, Upgrade] = {1: schedules_to_store_records}
+LMDB_UPGRADES: dict[int, Upgrade] = {1: schedules_to_store_records, 2: rebuild_queue_counts}

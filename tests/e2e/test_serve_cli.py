@@ -30,6 +30,7 @@ def test_settings_come_from_conveyor_environment_variables(tmp_path):
         "CONVEYOR_LISTEN": f"127.0.0.1:{port}",
         "CONVEYOR_DATA_DIR": str(tmp_path / "env-data"),
         "CONVEYOR_MAX_PAYLOAD_BYTES": "10",
+        "CONVEYOR_METRICS_LISTEN": "127.0.0.1:0",  # the default port may be taken here
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "conveyor_server"], env=env, stdout=subprocess.PIPE, text=True

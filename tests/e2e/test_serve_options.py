@@ -27,6 +27,8 @@ _BAD = {
     "--result-retention": "forever",
     "--shutdown-grace": "1 week",
     "--log-level": "LOUD",
+    "--log-format": "xml",
+    "--metrics-listen": "127.0.0.1:99999",
     "--auth-token": ",",
 }
 _FREE_FORM = {"--data-dir", "--schedules", "--tls-cert", "--tls-key", "--tls-client-ca",

@@ -490,6 +490,7 @@ class Broker:
             out.ready_queues.add(task.queue)
         if task.state.is_final:
             out.finished.append(task)
+        out.lease_expired.append(task)
         txn.put_task(task)
 
 

@@ -189,6 +189,8 @@ class TickOutcome:
     finished: list[Task] = field(default_factory=list)
     removed: int = 0
     is_more_due: bool = False
+    #: Tasks whose lease ran out in this pass, in their new state (READY, DEAD, CANCELLED).
+    lease_expired: list[Task] = field(default_factory=list)
 
 
 @dataclass(slots=True)

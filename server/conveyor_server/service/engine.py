@@ -3,7 +3,8 @@
 The RPC layer calls one Engine method per RPC. The engine owns the
 consequences every write has outside the store: a READY task wakes parked
 Lease calls, a final task wakes parked GetResult calls, a new due time pokes
-the timer, and a notable outcome is logged once with the task id.
+the timer, a notable outcome is logged once with the task id (every outcome at
+debug level), and the metrics recorder, if any, hears of every outcome.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from conveyor_server.core.model import (
     TaskState,
     TickOutcome,
 )
+from conveyor_server.service.metrics.tasks import TaskMetrics
 from conveyor_server.service.settle import settle
 from conveyor_server.service.timer import TaskTimer
 from conveyor_server.service.waiters import LeaseWait, Waiters
@@ -54,8 +56,11 @@ def _due_time(task: Task) -> float | None:
 
 
 class Engine:
-    def __init__(self, broker: Broker, max_waiters: int = 10_000) -> None:
+    def __init__(
+        self, broker: Broker, max_waiters: int = 10_000, metrics: TaskMetrics | None = None
+    ) -> None:
         self.broker = broker
+        self.metrics = metrics
         self.settings = broker.settings
         self.waiters = Waiters(max_waiters)
         self.timer = TaskTimer(broker, self._after_tick)
@@ -86,12 +91,12 @@ class Engine:
         if claim is None:
             return await settle(
                 self.broker.enqueue(spec, reject_duplicate=reject_duplicate),
-                lambda outcome: self._after_write([outcome.task]),
+                self._after_enqueue,
             )
 
         def hand_over(outcome: EnqueueOutcome) -> None:
             task = outcome.task
-            self._after_write([task])
+            self._after_enqueue(outcome)
             is_handed = not outcome.duplicate and task.state is TaskState.LEASED
             self._hand_over(claim.future, [task] if is_handed else None)
 
@@ -119,8 +124,22 @@ class Engine:
     ) -> list[EnqueueOutcome]:
         return await settle(
             self.broker.enqueue_batch(specs, reject_duplicate=reject_duplicate),
-            lambda outcomes: self._after_write([o.task for o in outcomes if not o.duplicate]),
+            self._after_enqueue_batch,
         )
+
+    def _after_enqueue(self, outcome: EnqueueOutcome) -> None:
+        self._after_write([outcome.task])
+        if not outcome.duplicate:
+            if self.metrics is not None:
+                self.metrics.enqueued([outcome.task])
+            _log_outcomes("enqueued", [outcome.task])
+
+    def _after_enqueue_batch(self, outcomes: Sequence[EnqueueOutcome]) -> None:
+        tasks = [o.task for o in outcomes if not o.duplicate]
+        self._after_write(tasks)
+        if self.metrics is not None:
+            self.metrics.enqueued(tasks)
+        _log_outcomes("enqueued", tasks)
 
     def get_task(self, task_id: str) -> Task:
         return self.broker.get_task(task_id)
@@ -144,7 +163,21 @@ class Engine:
             finished.cancel()
 
     async def cancel(self, task_id: str) -> Task:
-        return await settle(self.broker.cancel(task_id), lambda task: self._after_write([task]))
+        metrics = self.metrics
+        if metrics is None:
+            return await settle(self.broker.cancel(task_id), lambda task: self._after_write([task]))
+        # Cancel is idempotent: count only a task this call moved to CANCELLED. The id is
+        # checked first, as cancel() would, so the read never sees an id a key cannot hold.
+        validation.check_task_id(task_id, "task_id", self.settings)
+        before = self.broker.store.read(lambda txn: txn.get_task(task_id))
+        was_cancelled = before is not None and before.state is TaskState.CANCELLED
+
+        def after(task: Task) -> None:
+            self._after_write([task])
+            if not was_cancelled:
+                metrics.cancelled([task])
+
+        return await settle(self.broker.cancel(task_id), after)
 
     # -- workers -------------------------------------------------------------
 
@@ -159,6 +192,8 @@ class Engine:
     ) -> list[Task]:
         """Lease now, or park until a queue gets a READY task or the (bounded) wait ends."""
         validation.check_lease_request(queues, max_tasks, lease_duration, worker_id, self.settings)
+        if self.metrics is not None:
+            self.metrics.saw_worker(worker_id)
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + min(max(wait, 0.0), self.settings.max_wait)
         grant = LeaseGrant(lease_duration, worker_id)  # what an Enqueue may hand over on
@@ -243,13 +278,13 @@ class Engine:
         return settle(self.broker.extend(extensions), self._after_items)
 
     def ack(self, acks: Sequence[Ack]) -> asyncio.Future[list[ItemOutcome]]:
-        return settle(self.broker.ack(acks), self._after_items)
+        return settle(self.broker.ack(acks), self._after_acks)
 
     def fail(self, failures: Sequence[Failure]) -> asyncio.Future[list[ItemOutcome]]:
-        return settle(self.broker.fail(failures), self._after_items)
+        return settle(self.broker.fail(failures), self._after_fails)
 
     def release(self, leases: Sequence[LeaseRef]) -> asyncio.Future[list[ItemOutcome]]:
-        return settle(self.broker.release(leases), self._after_items)
+        return settle(self.broker.release(leases), self._after_releases)
 
     def _release_orphans(self, leasing: asyncio.Future[LeaseBatch]) -> None:
         if leasing.cancelled() or leasing.exception() is not None:
@@ -274,17 +309,46 @@ class Engine:
         self.waiters.notify_finished_ids(task_ids)
 
     def notify_written(self, tasks: Sequence[Task]) -> None:
-        """Tasks committed outside the engine (the scheduler's): wake waiters, poke the timer."""
+        """Tasks the scheduler created (cron fires, triggers): wake waiters, poke the timer."""
         self._after_write(tasks)
+        if self.metrics is not None:
+            self.metrics.enqueued(tasks)
+        _log_outcomes("enqueued", tasks)
 
     def _after_items(self, outcomes: Iterable[ItemOutcome]) -> None:
         self._after_write([o.task for o in outcomes if o.task is not None])
 
+    def _after_acks(self, outcomes: Iterable[ItemOutcome]) -> None:
+        tasks = [o.task for o in outcomes if o.task is not None]
+        self._after_write(tasks)
+        if self.metrics is not None:
+            self.metrics.acked(tasks)
+        _log_outcomes("acked", tasks)
+
+    def _after_fails(self, outcomes: Iterable[ItemOutcome]) -> None:
+        tasks = [o.task for o in outcomes if o.task is not None]
+        self._after_write(tasks)
+        if self.metrics is not None:
+            self.metrics.failed(tasks)
+        _log_outcomes("failed", tasks)
+
+    def _after_releases(self, outcomes: Iterable[ItemOutcome]) -> None:
+        tasks = [o.task for o in outcomes if o.task is not None]
+        self._after_write(tasks)
+        if self.metrics is not None:
+            self.metrics.released(tasks)
+        _log_outcomes("released", tasks)
+
     def _after_lease(self, batch: LeaseBatch) -> None:
         if batch.tasks:
             self.timer.poke(min(t.lease_expires_at or 0.0 for t in batch.tasks))
+            if self.metrics is not None:
+                self.metrics.leased(batch.tasks)
+            _log_outcomes("leased", batch.tasks)
         if batch.expired:
             self._after_write(batch.expired)
+            if self.metrics is not None:
+                self.metrics.expired(batch.expired)
         if batch.promoted.ready_queues:  # due tasks of any queue, not only the leased ones
             self.waiters.notify_queues(batch.promoted.ready_queues)
 
@@ -311,6 +375,9 @@ class Engine:
         self.timer.poke(earliest)
 
     def _after_tick(self, outcome: TickOutcome) -> None:
+        if self.metrics is not None:
+            self.metrics.ticked(outcome)
+        _log_outcomes("lease expired", outcome.lease_expired)
         if outcome.ready_queues:
             self.waiters.notify_queues(outcome.ready_queues)
         if outcome.finished:
@@ -338,6 +405,16 @@ def _handed_over(ready: LeaseWait) -> list[Task] | None:
 def _log_failure(done: asyncio.Future[Any]) -> None:
     if not done.cancelled() and done.exception() is not None:
         log.warning("could not release orphaned leases: %s", done.exception())
+
+
+def _log_outcomes(what: str, tasks: Sequence[Task]) -> None:
+    """Every task outcome, at debug level (one check per batch when debug is off)."""
+    if tasks and log.isEnabledFor(logging.DEBUG):
+        for task in tasks:
+            log.debug(
+                "task %s (%s/%s) %s: now %s, attempt %d",
+                task.id, task.queue, task.kind, what, task.state.name, task.attempt,
+            )  # fmt: skip
 
 
 def _log_final(task: Task) -> None:

@@ -20,6 +20,7 @@ from conveyor_server.core.schedules.book import (
 )
 from conveyor_server.core.schedules.model import Schedule, ScheduleSource
 from conveyor_server.service.background import BackgroundLoop
+from conveyor_server.service.metrics.schedules import ScheduleMetrics
 from conveyor_server.service.settle import settle
 
 log = logging.getLogger("conveyor.schedules")
@@ -28,9 +29,15 @@ log = logging.getLogger("conveyor.schedules")
 class CronScheduler:
     """Runs the fire loop; every schedule change goes through here so the loop hears of it."""
 
-    def __init__(self, book: ScheduleBook, on_tasks: Callable[[Sequence[Task]], None]) -> None:
+    def __init__(
+        self,
+        book: ScheduleBook,
+        on_tasks: Callable[[Sequence[Task]], None],
+        metrics: ScheduleMetrics | None = None,
+    ) -> None:
         self.book = book
         self._on_tasks = on_tasks
+        self._metrics = metrics
         self._loop = BackgroundLoop("cron-scheduler", self._step, log)
         self.online_since: float | None = None
 
@@ -59,6 +66,8 @@ class CronScheduler:
         return None if due is None else due - now
 
     def _after_fire(self, outcome: FireOutcome) -> None:
+        if self._metrics is not None:
+            self._metrics.fired(outcome)
         if outcome.tasks:
             self._on_tasks(outcome.tasks)
         if outcome.misfires_skipped:

@@ -20,11 +20,13 @@ DATABASES = (
     "retention",
     "unique",
     "schedules",
+    "counts",
 )
 
 #: 1: schedule records were conveyor.v1.Schedule protobuf messages.
 #: 2: schedule records are store/schedule_record.py tuples (upgrade: conveyor_server/upgrades.py).
-SCHEMA_VERSION = 2
+#: 3: tasks per (queue, state) kept in `counts` (upgrade: kv_txn.rebuild_queue_counts).
+SCHEMA_VERSION = 3
 
 
 class WriteInReadTransaction(RuntimeError):

@@ -92,6 +92,9 @@ class GroupCommitter:
         self._inline_max = inline_max
         self._quiet_turn_seconds = quiet_turn_seconds
         self._turn_started = 0.0  # perf_counter() at the first write of this loop turn
+        #: Told (writes in the group, seconds to apply and commit it) after each group, on
+        #: the thread that committed it (wired by the service layer's metrics).
+        self.on_commit: Callable[[int, float], None] | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._inline_loop: asyncio.AbstractEventLoop | None = None
@@ -241,11 +244,14 @@ class GroupCommitter:
         batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
         if not batch:
             return
+        started = time.perf_counter()
         try:
             outcomes = self._backend.apply_group(batch)
         except Exception as exc:  # a commit failure: nothing in the group is durable
             log.exception("store commit failed for a group of %d writes", len(batch))
             outcomes = [(False, exc)] * len(batch)
+        if self.on_commit is not None:
+            self.on_commit(len(batch), time.perf_counter() - started)
         for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             if ok:
                 future.set_result(value)

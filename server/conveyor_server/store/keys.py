@@ -8,6 +8,7 @@ leases     lease_expires_at_us u64 | id                    -> b""
 deadlines  deadline_us u64 | id                            -> b""   (SCHEDULED/READY only)
 retention  remove_at_us u64 | id                           -> b""   (final tasks)
 unique     queue 0x00 | unique_key                         -> id
+counts     queue 0x00 | state u8                           -> u64 tasks (never 0: deleted)
 meta       b"schema_version" -> u64, b"sequence" -> u64,
            b"paused" 0x00 | queue -> b""                   (paused queues only)
 schedules  b"n" | name                            -> Schedule record (store/schedule_record.py)
@@ -46,6 +47,27 @@ def ready_key(task: Task) -> bytes:
     return queue_prefix(task.queue) + _READY.pack(
         _PRIORITY_BIAS - task.priority, micros(task.run_at), task.sequence
     )
+
+
+def ready_key_run_at(key: bytes, prefix_length: int) -> float:
+    """The run time in a ready key whose queue prefix is `prefix_length` bytes."""
+    return _U64.unpack_from(key, prefix_length + 4)[0] / 1_000_000
+
+
+def next_priority_start(key: bytes, prefix_length: int) -> bytes | None:
+    """The first possible ready key of the next lower priority after `key`'s (None: none)."""
+    (biased,) = struct.unpack_from(">I", key, prefix_length)
+    if biased >= 0xFFFFFFFF:
+        return None
+    return key[:prefix_length] + struct.pack(">I", biased + 1)
+
+
+def count_key(queue: str, state: TaskState) -> bytes:
+    return queue_prefix(queue) + bytes([state])
+
+
+def split_count_key(key: bytes) -> tuple[str, TaskState]:
+    return key[:-2].decode(), TaskState(key[-1])
 
 
 def scheduled_key(task: Task) -> bytes:

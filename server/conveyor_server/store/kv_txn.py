@@ -20,27 +20,35 @@ if TYPE_CHECKING:
     from conveyor_server.core.store import TaskTxn
 
 T = TypeVar("T")
+#: What KvTaskTxn remembers of a task it loaded or wrote: its index entries and its
+#: (queue, state), the key of its depth count.
+_Loaded = tuple[set[tuple[str, bytes, bytes]], tuple[str, TaskState] | None]
+#: Distinct priorities `queue_depths` seeks past to find a queue's oldest READY task.
+_OLDEST_READY_SEEKS = 32
 
 
 class KvTaskTxn(KvQueueVerbs):
     """The core's TaskTxn (core/store.py) inside one KV transaction.
 
-    It remembers the index entries of every task it loaded, so `put_task`
-    can move a task between indexes without the caller knowing the layout.
+    It remembers the index entries and state of every task it loaded, so `put_task`
+    can move a task between indexes, and its depth count between states, without the
+    caller knowing the layout. Count changes are summed per (queue, state) and written
+    once per write function, by `flush` (one get and one put per changed count).
     """
 
     def __init__(self, kv: KvTxn) -> None:
         self._kv = kv
-        self._loaded: dict[str, set[tuple[str, bytes, bytes]]] = {}
+        self._loaded: dict[str, _Loaded] = {}
         self._sequence: int | None = None
         self._is_sequence_dirty = False
+        self._count_deltas: dict[tuple[str, TaskState], int] = {}
 
     def get_task(self, task_id: str) -> Task | None:
         data = self._kv.get("tasks", task_id.encode())
         if data is None:
             return None
         task = record.decode(data, self._kv.get("payloads", task_id.encode()) or b"")
-        self._loaded[task_id] = keys.index_entries(task)
+        self._loaded[task_id] = (keys.index_entries(task), (task.queue, task.state))
         return task
 
     def put_task(self, task: Task, *, is_new: bool = False) -> None:
@@ -51,33 +59,47 @@ class KvTaskTxn(KvQueueVerbs):
         kv = self._kv
         task_key = task.id.encode()
         new = keys.index_entries(task)
+        counted = (task.queue, task.state)
+        deltas = self._count_deltas
         if is_new:
             if task.payload:  # written once, here: state changes rewrite only the record
                 kv.put("payloads", task_key, task.payload)
             for db, key, value in new:
                 kv.put(db, key, value)
+            deltas[counted] = deltas.get(counted, 0) + 1
         else:
-            old = self._loaded.get(task.id)
-            if old is None:
+            loaded = self._loaded.get(task.id)
+            if loaded is None:
                 data = kv.get("tasks", task_key)
-                old = set() if data is None else keys.index_entries(record.index_state(data))
-                if data is None and task.payload:
-                    kv.put("payloads", task_key, task.payload)
+                if data is None:
+                    loaded = (set(), None)
+                    if task.payload:
+                        kv.put("payloads", task_key, task.payload)
+                else:
+                    stored = record.index_state(data)
+                    loaded = (keys.index_entries(stored), (stored.queue, stored.state))
+            old, was_counted = loaded
             for db, key, _ in old - new:
                 kv.delete(db, key)
             for db, key, value in new - old:
                 kv.put(db, key, value)
+            if was_counted != counted:
+                if was_counted is not None:
+                    deltas[was_counted] = deltas.get(was_counted, 0) - 1
+                deltas[counted] = deltas.get(counted, 0) + 1
         kv.put("tasks", task_key, record.encode(task))
-        self._loaded[task.id] = new
+        self._loaded[task.id] = (new, counted)
 
     def delete_task(self, task: Task) -> None:
-        old = self._loaded.pop(task.id, None)
-        if old is None:
-            old = keys.index_entries(task)
+        loaded = self._loaded.pop(task.id, None)
+        old, counted = loaded if loaded is not None else (keys.index_entries(task), None)
+        counted = counted or (task.queue, task.state)
         for db, key, _ in old:
             self._kv.delete(db, key)
         self._kv.delete("tasks", task.id.encode())
         self._kv.delete("payloads", task.id.encode())
+        deltas = self._count_deltas
+        deltas[counted] = deltas.get(counted, 0) - 1
 
     def ready_task_ids(self, queue: str, limit: int) -> list[str]:
         """READY tasks of a queue in lease order: priority, run time, sequence."""
@@ -126,6 +148,11 @@ class KvTaskTxn(KvQueueVerbs):
         if self._is_sequence_dirty:
             self._kv.put("meta", b"sequence", keys.pack_u64(self._sequence or 0))
             self._is_sequence_dirty = False
+        if self._count_deltas:
+            for (queue, state), delta in self._count_deltas.items():
+                if delta:
+                    _add_count(self._kv, keys.count_key(queue, state), delta)
+            self._count_deltas = {}
 
     # -- schedules -------------------------------------------------------------
 
@@ -173,21 +200,69 @@ class KvTaskTxn(KvQueueVerbs):
             self._kv.delete("schedules", keys.schedule_due_key(old.next_fire_time, name))
 
     def queue_depths(self) -> list[QueueDepth]:
-        """O(tasks) for now: a scan of every record (to be kept incrementally)."""
+        """O(queues): the kept counts, and a few seeks per queue into the ready index."""
         depths: dict[str, QueueDepth] = {}
-        for _, data in self._kv.scan("tasks", b"", None, 1 << 62):
-            task = record.index_state(data)
-            depth = depths.setdefault(task.queue, QueueDepth(task.queue))
-            depth.counts[task.state] = depth.counts.get(task.state, 0) + 1
-            if task.state is TaskState.READY and (
-                depth.oldest_ready_at is None or task.run_at < depth.oldest_ready_at
-            ):
-                depth.oldest_ready_at = task.run_at
+        for key, value in self._kv.scan("counts", b"", None, 1 << 62):
+            queue, state = keys.split_count_key(key)
+            depth = depths.get(queue)
+            if depth is None:
+                depth = depths[queue] = QueueDepth(queue)
+            depth.counts[state] = keys.unpack_u64(value)
+        for depth in depths.values():
+            if depth.counts.get(TaskState.READY):
+                depth.oldest_ready_at = self._oldest_ready_at(depth.queue)
         return [depths[name] for name in sorted(depths)]
+
+    def _oldest_ready_at(self, queue: str) -> float | None:
+        """The earliest run time among a queue's READY tasks.
+
+        The ready index orders by priority first, so the earliest run time of each
+        priority is the first key of that priority's range: one seek per distinct
+        priority, at most _OLDEST_READY_SEEKS of them (past that, the oldest of those seen).
+        """
+        prefix = keys.queue_prefix(queue)
+        start, end = prefix, prefix[:-1] + b"\x01"
+        oldest: float | None = None
+        for _ in range(_OLDEST_READY_SEEKS):
+            items = self._kv.scan("ready", start, end, 1)
+            if not items:
+                break
+            run_at = keys.ready_key_run_at(items[0][0], len(prefix))
+            oldest = run_at if oldest is None else min(oldest, run_at)
+            next_start = keys.next_priority_start(items[0][0], len(prefix))
+            if next_start is None:
+                break
+            start = next_start
+        return oldest
 
     def count(self, index: str) -> int:
         """Number of entries in an index (for tests and operators; O(n))."""
         return len(self._kv.scan(index, b"", None, 1 << 62))
+
+
+def _add_count(kv: KvTxn, key: bytes, delta: int) -> None:
+    data = kv.get("counts", key)
+    total = (keys.unpack_u64(data) if data is not None else 0) + delta
+    if total > 0:
+        kv.put("counts", key, keys.pack_u64(total))
+    elif data is not None:  # a queue and state that holds no task has no count
+        kv.delete("counts", key)
+
+
+def rebuild_queue_counts(kv: KvTxn) -> None:
+    """Count every task record into the `counts` database from scratch (one scan).
+
+    For a data directory written before the counts were kept (schema 2 -> 3).
+    """
+    for key, _ in kv.scan("counts", b"", None, 1 << 62):
+        kv.delete("counts", key)
+    totals: dict[tuple[str, TaskState], int] = {}
+    for _, data in kv.scan("tasks", b"", None, 1 << 62):
+        task = record.index_state(data)
+        counted = (task.queue, task.state)
+        totals[counted] = totals.get(counted, 0) + 1
+    for (queue, state), total in totals.items():
+        kv.put("counts", keys.count_key(queue, state), keys.pack_u64(total))
 
 
 def _after_prefix(prefix: bytes) -> bytes:

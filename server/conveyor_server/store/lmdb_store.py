@@ -221,6 +221,19 @@ class LmdbStore:
     def map_size(self) -> int:
         return self._map_size
 
+    def usage(self) -> dict[str, int]:
+        """Sizes in bytes: live pages (what the limit is checked against), the file up to
+        its highest page, the map, and the limit. A read transaction and a stat per db."""
+        with self._resize_lock:
+            file_bytes = (self._env.info()["last_pgno"] + 1) * self._page_size
+            live = self._live_bytes(self._page_size)
+        return {
+            "live_bytes": live,
+            "file_bytes": file_bytes,
+            "map_bytes": self._map_size,
+            "limit_bytes": self._max_bytes,
+        }
+
     # -- opening -------------------------------------------------------------
 
     def _take_lock(self) -> Any:

@@ -13,10 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _SERVING = re.compile(r"conveyor serving on (\S+:\d+)")
+_METRICS = re.compile(r"^conveyor serving on \S+:\d+, metrics on (\S+:\d+)")
 
 
 class BrokerProcess:
-    """A broker subprocess with its own data dir. `start`, `stop` (SIGTERM), `kill` (SIGKILL)."""
+    """A broker subprocess with its own data dir. `start`, `stop` (SIGTERM), `kill` (SIGKILL).
+
+    Unless `extra_args` name `--metrics-listen`, /metrics listens on a free loopback port
+    (kept on restart, like the gRPC port): `metrics_address` once started.
+    """
 
     def __init__(
         self, data_dir: str | os.PathLike[str], extra_args: Sequence[str] = (), port: int = 0
@@ -26,6 +31,11 @@ class BrokerProcess:
         self.port = port
         self.process: subprocess.Popen[str] | None = None
         self.address = ""
+        self.metrics_address = ""
+        self.metrics_port = 0
+        self._picks_metrics_port = not any(
+            arg.split("=", 1)[0] == "--metrics-listen" for arg in self.extra_args
+        )
         self.log_lines: list[str] = []
         self._drainer: threading.Thread | None = None
 
@@ -42,6 +52,8 @@ class BrokerProcess:
             str(self.data_dir),
             *self.extra_args,
         ]
+        if self._picks_metrics_port:
+            command += ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         )
@@ -49,6 +61,11 @@ class BrokerProcess:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.log_lines.append(line)
+            metrics = _METRICS.search(line)
+            if metrics:
+                self.metrics_address = metrics.group(1)
+                if self._picks_metrics_port:
+                    self.metrics_port = int(self.metrics_address.rsplit(":", 1)[1])
             match = _SERVING.search(line)
             if match and "INFO" not in line:
                 self.address = match.group(1)
