@@ -87,7 +87,7 @@ async def serve(config: ServeConfig) -> None:
     try:  # before the store opens: a limit no answer can meet is a configuration error
         check_fits(config.broker)
     except ValueError as exc:
-        raise SystemExit(f"conveyor: {exc}") from None
+        raise StartupRefused(str(exc)) from None
     credentials = None
     if config.tls_cert:  # read first: a missing file is not a reason to open the store
         try:

@@ -162,4 +162,9 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    sys.exit(args.run(args))
+    try:
+        code = args.run(args)
+    except (ValueError, OverflowError) as exc:  # the boundary: a value no check above caught
+        print(f"conveyor {args.command}: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)

@@ -27,7 +27,7 @@ def add_worker_command(subparsers: Any) -> None:
     p.add_argument("--concurrency", type=_positive, help="handlers running at once (1 or more)")
     p.add_argument("--queues", help="comma-separated queue names, in lease order")
     add_connection_arguments(p, target_default=False)
-    p.add_argument("--grace-period", type=float, help="seconds running tasks get on shutdown")
+    p.add_argument("--grace-period", type=_seconds, help="seconds running tasks get on shutdown")
     p.add_argument(
         "--log-level",
         default=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"),
@@ -46,6 +46,16 @@ def _positive(text: str) -> int:
 
 
 _positive.__name__ = "whole number of 1 or more"  # argparse names the type in its error
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 86400:
+        raise ValueError(text)
+    return value
+
+
+_seconds.__name__ = "number of seconds from 0 to 86400"
 
 
 def load_worker(path: str) -> Worker:
@@ -95,8 +105,12 @@ def run_worker_command(args: argparse.Namespace) -> int:
         return 2
     if args.concurrency is not None:
         worker.concurrency = args.concurrency
-    if args.queues:
-        worker.queues = [q for q in args.queues.split(",") if q]
+    if args.queues is not None:
+        queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+        if not queues:
+            print(f"conveyor worker: --queues {args.queues!r} names no queue", file=sys.stderr)
+            return 2
+        worker.queues = queues
     if args.target:
         worker.target = args.target
     if args.grace_period is not None:

@@ -92,6 +92,8 @@ def _duration(text: str) -> timedelta:
         return timedelta(seconds=parse_duration(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is too long") from None
 
 
 def _time(text: str) -> datetime:
