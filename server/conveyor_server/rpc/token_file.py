@@ -19,7 +19,6 @@ one that becomes invalid later is logged and the last good tokens stay in force.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -32,7 +31,7 @@ from conveyor_server.core.errors import InvalidArgument
 from conveyor_server.core.settings import BrokerSettings
 from conveyor_server.core.validation import check_name
 from conveyor_server.rpc.security import QUEUE_LIMITED_ROLES, ROLES, Grant, token_digest
-from conveyor_server.service.background import BackgroundLoop
+from conveyor_server.service.background import FileWatch
 
 log = logging.getLogger("conveyor.auth")
 
@@ -150,10 +149,9 @@ class TokenFileWatcher:
         self.path = Path(path)
         self._fixed = dict(fixed)
         self._interval = interval
-        self._seen: tuple[int, int, int] | None = None
         self._current: Grants = {}
         self._apply: Callable[[Grants], None] = lambda grants: None
-        self._loop = BackgroundLoop("tokens-file", self._step, log)
+        self._watch = FileWatch(path, self._reapply, what="tokens", log=log, interval=interval)
 
     def load(self) -> Grants:
         """The grants now in the file (with the fixed ones); call before `start`.
@@ -161,7 +159,7 @@ class TokenFileWatcher:
         Raises:
             TokenFileError: the file is unreadable or invalid.
         """
-        self._seen = self._stat()
+        self._watch.mark_seen()
         self._current = load_token_file(self.path, self._fixed)
         if len(self._current) == len(self._fixed):
             log.warning("%s declares no tokens", self.path)
@@ -170,37 +168,18 @@ class TokenFileWatcher:
     def start(self, apply: Callable[[Grants], None]) -> None:
         """Watch the file; `apply` gets every good version that differs from the last."""
         self._apply = apply
-        self._loop.start()
+        self._watch.start()
 
     async def stop(self) -> None:
-        await self._loop.stop()
+        await self._watch.stop()
 
     def reload(self) -> None:
         """Reload now (SIGHUP), whether or not the file looks changed."""
-        self._seen = None
-        self._loop.wake()
+        self._watch.reload()
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    async def _step(self) -> float:
-        seen = self._stat()
-        if seen == self._seen:
-            return self._interval
-        self._seen = seen
-        try:
-            grants = load_token_file(self.path, self._fixed)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the boundary: keep the last good tokens
-            log.error("tokens file not applied, keeping the current tokens: %s", exc)
-            return self._interval
+    async def _reapply(self) -> None:
+        grants = load_token_file(self.path, self._fixed)
         if grants != self._current:
             log.info("tokens file applied: %s", _changes(self._current, grants))
             self._current = grants
             self._apply(grants)
-        return self._interval

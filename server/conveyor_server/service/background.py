@@ -1,4 +1,4 @@
-"""BackgroundLoop: the one shape of the broker's background work (timer, cron, schedules file).
+"""BackgroundLoop: the one shape of the broker's background work (timer, cron, watched files).
 
 A task runs `step()` again and again until stopped. `step` returns how long to
 wait before the next step (None: until woken, 0: just yield to other work);
@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 #: Wait after a failed step before trying again.
 RETRY_SECONDS = 1.0
@@ -56,3 +58,66 @@ class BackgroundLoop:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+
+
+class FileWatch:
+    """A file reapplied when its stat changes (checked every `interval`) or on `reload()`.
+
+    `on_change` reads and applies the file; if it raises, the error is logged once as
+    `"<what> file not applied, keeping the current <what>: ..."` and the last good
+    version stays in force. Shared by the schedules file and the tokens file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        on_change: Callable[[], Awaitable[None]],
+        *,
+        what: str,
+        log: logging.Logger,
+        interval: float = 1.0,
+    ) -> None:
+        self.path = Path(path)
+        self._on_change = on_change
+        self._what = what
+        self._log = log
+        self._interval = interval
+        self._seen: tuple[int, int, int] | None = None
+        self._loop = BackgroundLoop(f"{what}-file", self._step, log)
+
+    def mark_seen(self) -> None:
+        """The file as it is now was applied (at start): only later changes count."""
+        self._seen = self._stat()
+
+    def start(self) -> None:
+        self._loop.start()
+
+    async def stop(self) -> None:
+        await self._loop.stop()
+
+    def reload(self) -> None:
+        """Reload now (SIGHUP), whether or not the file looks changed."""
+        self._seen = None
+        self._loop.wake()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    async def _step(self) -> float:
+        seen = self._stat()
+        if seen == self._seen:
+            return self._interval
+        self._seen = seen
+        try:
+            await self._on_change()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the boundary: keep the last good version
+            self._log.error(
+                "%s file not applied, keeping the current %s: %s", self._what, self._what, exc
+            )
+        return self._interval

@@ -30,7 +30,6 @@ asks for an immediate reload. An invalid file is logged and changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -51,7 +50,7 @@ from conveyor_server.core.schedules.model import (
     ScheduleSource,
     TaskTemplate,
 )
-from conveyor_server.service.background import BackgroundLoop
+from conveyor_server.service.background import FileWatch
 
 log = logging.getLogger("conveyor.schedules")
 
@@ -225,9 +224,7 @@ class ScheduleFileWatcher:
     ) -> None:
         self.path = Path(path)
         self._apply = apply
-        self._interval = interval
-        self._seen: tuple[int, int, int] | None = None
-        self._loop = BackgroundLoop("schedule-file", self._step, log)
+        self._watch = FileWatch(path, self._reapply, what="schedules", log=log, interval=interval)
 
     async def start(self) -> None:
         """Load and apply the file once; a bad file at startup is an error, not a warning.
@@ -236,35 +233,16 @@ class ScheduleFileWatcher:
             ScheduleFileError: the file is unreadable or invalid.
             InvalidArgument: a schedule is invalid for this broker (e.g. payload too big).
         """
-        self._seen = self._stat()
+        self._watch.mark_seen()
         await self._apply(load_schedule_file(self.path))
-        self._loop.start()
+        self._watch.start()
 
     async def stop(self) -> None:
-        await self._loop.stop()
+        await self._watch.stop()
 
     def reload(self) -> None:
         """Reload now (SIGHUP), whether or not the file looks changed."""
-        self._seen = None
-        self._loop.wake()
+        self._watch.reload()
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    async def _step(self) -> float:
-        """Apply the file if its stat changed since the last look; then wait `interval`."""
-        seen = self._stat()
-        if seen == self._seen:
-            return self._interval
-        self._seen = seen
-        try:
-            await self._apply(load_schedule_file(self.path))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the boundary: keep serving the last good schedules
-            log.error("schedules file not applied, keeping the current schedules: %s", exc)
-        return self._interval
+    async def _reapply(self) -> None:
+        await self._apply(load_schedule_file(self.path))
