@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from conveyor_server.core import validation
@@ -278,13 +279,13 @@ class Engine:
         return settle(self.broker.extend(extensions), self._after_items)
 
     def ack(self, acks: Sequence[Ack]) -> asyncio.Future[list[ItemOutcome]]:
-        return settle(self.broker.ack(acks), self._after_acks)
+        return settle(self.broker.ack(acks), partial(self._after_outcomes, "acked"))
 
     def fail(self, failures: Sequence[Failure]) -> asyncio.Future[list[ItemOutcome]]:
-        return settle(self.broker.fail(failures), self._after_fails)
+        return settle(self.broker.fail(failures), partial(self._after_outcomes, "failed"))
 
     def release(self, leases: Sequence[LeaseRef]) -> asyncio.Future[list[ItemOutcome]]:
-        return settle(self.broker.release(leases), self._after_releases)
+        return settle(self.broker.release(leases), partial(self._after_outcomes, "released"))
 
     def _release_orphans(self, leasing: asyncio.Future[LeaseBatch]) -> None:
         if leasing.cancelled() or leasing.exception() is not None:
@@ -318,26 +319,13 @@ class Engine:
     def _after_items(self, outcomes: Iterable[ItemOutcome]) -> None:
         self._after_write([o.task for o in outcomes if o.task is not None])
 
-    def _after_acks(self, outcomes: Iterable[ItemOutcome]) -> None:
+    def _after_outcomes(self, what: str, outcomes: Iterable[ItemOutcome]) -> None:
+        """After Ack, Fail or Release: wake waiters, count and log `what` ("acked", ...)."""
         tasks = [o.task for o in outcomes if o.task is not None]
         self._after_write(tasks)
         if self.metrics is not None:
-            self.metrics.acked(tasks)
-        _log_outcomes("acked", tasks)
-
-    def _after_fails(self, outcomes: Iterable[ItemOutcome]) -> None:
-        tasks = [o.task for o in outcomes if o.task is not None]
-        self._after_write(tasks)
-        if self.metrics is not None:
-            self.metrics.failed(tasks)
-        _log_outcomes("failed", tasks)
-
-    def _after_releases(self, outcomes: Iterable[ItemOutcome]) -> None:
-        tasks = [o.task for o in outcomes if o.task is not None]
-        self._after_write(tasks)
-        if self.metrics is not None:
-            self.metrics.released(tasks)
-        _log_outcomes("released", tasks)
+            getattr(self.metrics, what)(tasks)
+        _log_outcomes(what, tasks)
 
     def _after_lease(self, batch: LeaseBatch) -> None:
         if batch.tasks:
