@@ -34,8 +34,8 @@ class RunConfig:
 
     durability: str
     enqueue_concurrency: int
-    drain_concurrency: int
-    drain_prefetch: int
+    drain_concurrency: int | None  # None: the SDK's default (drain-default)
+    drain_prefetch: int | None
     drain_handler: str
     drain_processes: int
     drain_transport: str | None = None  # Worker(transport=...); None: the SDK default

@@ -23,12 +23,15 @@ from conveyor_worker import Worker
 
 def build(args: argparse.Namespace) -> tuple[Worker, itertools.count[int]]:
     # transport= only when asked: the SDK grew it (StreamWork) after this script was written.
+    # concurrency= and prefetch= only when given: without them the Worker uses its defaults.
     extra: dict[str, Any] = {"transport": args.transport} if args.transport else {}
+    if args.concurrency is not None:
+        extra["concurrency"] = args.concurrency
+    if args.prefetch is not None:
+        extra["prefetch"] = args.prefetch
     worker = Worker(
         args.target,
         queues=[args.queue],
-        concurrency=args.concurrency,
-        prefetch=args.prefetch,
         poll_wait=1.0,
         grace_period=5.0,
         **extra,
@@ -54,8 +57,8 @@ def main() -> None:
     parser.add_argument("--target", required=True)
     parser.add_argument("--queue", required=True)
     parser.add_argument("--kind", default="bench.noop")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--prefetch", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, help="default: the SDK's")
+    parser.add_argument("--prefetch", type=int, help="default: the SDK's")
     parser.add_argument("--handler", choices=["sync", "async"], default="async")
     parser.add_argument("--transport", help="Worker(transport=...); default: the SDK's")
     args = parser.parse_args()

@@ -28,13 +28,16 @@ class WorkerProcesses:
             address,
             "--queue",
             queue,
-            "--concurrency",
-            str(config.drain_concurrency),
-            "--prefetch",
-            str(config.drain_prefetch),
             "--handler",
             config.drain_handler,
             *(["--transport", config.drain_transport] if config.drain_transport else []),
+            # None: the SDK's own default (the drain-default scenario).
+            *(
+                []
+                if config.drain_concurrency is None
+                else ["--concurrency", str(config.drain_concurrency)]
+            ),
+            *([] if config.drain_prefetch is None else ["--prefetch", str(config.drain_prefetch)]),
         ]
         self.procs = [
             subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

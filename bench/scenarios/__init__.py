@@ -11,7 +11,7 @@ from collections.abc import Callable
 from bench.common import RunConfig
 from bench.measure import Sample
 from bench.scenarios.depth import depth
-from bench.scenarios.drain import drain, drain_raw
+from bench.scenarios.drain import drain, drain_default, drain_raw
 from bench.scenarios.enqueue import enqueue, enqueue_many, enqueue_raw
 from bench.scenarios.floor import floor
 from bench.scenarios.roundtrip import roundtrip
@@ -29,6 +29,7 @@ SCENARIOS: dict[str, Callable[[Sizes, RunConfig], Result]] = {
     "enqueue-raw": _plain(enqueue_raw),
     "enqueue-many": _plain(enqueue_many),
     "drain": _plain(drain),
+    "drain-default": _plain(drain_default),
     "drain-raw": _plain(drain_raw),
     "roundtrip": _plain(roundtrip),
     "floor": _plain(floor),

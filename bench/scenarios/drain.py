@@ -4,6 +4,7 @@ reference, with raw Lease(100) + one batched Ack per lease."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import grpc
@@ -16,13 +17,14 @@ from bench.sizes import Sizes
 from bench.workers import WorkerProcesses
 from conveyor import AsyncClient
 from conveyor.v1 import worker_service_pb2, worker_service_pb2_grpc
+from conveyor_worker import Worker
 
 RAW_BATCH = 100
 RAW_IN_FLIGHT = 2
 LAST_WINDOW = 16
 
 
-def drain(sizes: Sizes, config: RunConfig) -> list[Sample]:
+def drain(sizes: Sizes, config: RunConfig, name: str = "drain") -> list[Sample]:
     """Time from `go` to the results of the last-queued tasks being final."""
     with running_broker(config.durability, config.broker_args) as broker:
         filled = asyncio.run(
@@ -43,11 +45,19 @@ def drain(sizes: Sizes, config: RunConfig) -> list[Sample]:
                         await client.wait(task_id, timeout=sizes.max_seconds)
                 return Moved(filled.tasks)
 
-            c, p, h = config.drain_concurrency, config.drain_processes, config.drain_handler
+            defaults = Worker()
+            c = (
+                defaults.concurrency
+                if config.drain_concurrency is None
+                else config.drain_concurrency
+            )
+            defaults.concurrency = c
+            f = defaults.prefetch if config.drain_prefetch is None else config.drain_prefetch
+            p, h = config.drain_processes, config.drain_handler
             sample = timed(
-                "drain",
-                f"drain: Worker SDK, {p} process(es) x concurrency {c}, prefetch "
-                f"{config.drain_prefetch}, {h} no-op handler",
+                name,
+                f"{name}: Worker SDK, {p} process(es) x concurrency {c}, prefetch "
+                f"{f}, {h} no-op handler",
                 pid(broker),
                 body,
                 workers.pids,
@@ -60,6 +70,12 @@ def drain(sizes: Sizes, config: RunConfig) -> list[Sample]:
     sample.rpcs = report.rpcs
     sample.label += f", transport {report.transport}"
     return [sample]
+
+
+def drain_default(sizes: Sizes, config: RunConfig) -> list[Sample]:
+    """The drain with `Worker(...)`'s own concurrency and prefetch: what users get untuned."""
+    untuned = dataclasses.replace(config, drain_concurrency=None, drain_prefetch=None)
+    return drain(sizes, untuned, "drain-default")
 
 
 async def raw_drain(address: str, count: int, seconds: float, queue: str = "drain") -> Moved:

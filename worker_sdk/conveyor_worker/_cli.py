@@ -25,6 +25,11 @@ def add_worker_command(subparsers: Any) -> None:
     p = subparsers.add_parser("worker", help="run a worker: conveyor worker mypackage.tasks:worker")
     p.add_argument("worker", help="import path of a Worker (or a function returning one)")
     p.add_argument("--concurrency", type=_positive, help="handlers running at once (1 or more)")
+    p.add_argument(
+        "--prefetch",
+        type=_not_negative,
+        help="tasks leased ahead of the idle slots (0: none; default 8 per slot, at most 512)",
+    )
     p.add_argument("--queues", help="comma-separated queue names, in lease order")
     add_connection_arguments(p, target_default=False)
     p.add_argument("--grace-period", type=_seconds, help="seconds running tasks get on shutdown")
@@ -36,6 +41,13 @@ def add_worker_command(subparsers: Any) -> None:
         help="DEBUG, INFO (a line per task), WARNING (only failures and retries)",
     )
     p.set_defaults(run=run_worker_command)
+
+
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 def _positive(text: str) -> int:
@@ -105,6 +117,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
         return 2
     if args.concurrency is not None:
         worker.concurrency = args.concurrency
+    if args.prefetch is not None:
+        worker.prefetch = args.prefetch
     if args.queues is not None:
         queues = [q.strip() for q in args.queues.split(",") if q.strip()]
         if not queues:

@@ -54,6 +54,8 @@ class Session:
             self._on_lost,
         )
         self.buffer: deque[Task] = deque()
+        #: Most tasks held at once: the slots plus the prefetch (fixed for the run).
+        self.capacity = worker.concurrency + worker.prefetch
         self.runs: dict[str, HandlerRun] = {}
         self.busy = 0  # slots taken, including threads still running after a timeout
         self._is_dispatching = False
@@ -83,15 +85,17 @@ class Session:
     # -- shared ------------------------------------------------------------------------
 
     def free_slots(self) -> int:
-        return self.w.concurrency + self.w.prefetch - self.busy - len(self.buffer)
+        """Tasks to lease now: idle slots plus the prefetch, less what the buffer holds."""
+        return self.capacity - self.busy - len(self.buffer)
 
     def log_start(self) -> None:
         w = self.w
         log.info(
-            "worker %s: queues %s, concurrency %d, kinds %s, transport %s",
+            "worker %s: queues %s, concurrency %d, prefetch %d, kinds %s, transport %s",
             w.worker_id,
             ",".join(w.queues),
             w.concurrency,
+            self.capacity - w.concurrency,
             ",".join(sorted(w.handlers)) or "(none)",
             self.transport,
         )
@@ -226,6 +230,13 @@ class Session:
         run = self.runs.get(task_id)
         if run is not None:
             run.abandon(is_lease_lost=True)
+            return
+        # Still in the buffer: another attempt owns it now, so it must never start here.
+        for task in self.buffer:
+            if task.id == task_id:
+                self.buffer.remove(task)
+                self.slot_freed()
+                return
 
 
 class UnarySession(Session):

@@ -35,6 +35,28 @@ def _seconds(value: Seconds | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+#: Without an explicit `prefetch`, each slot has this many more tasks leased ahead ...
+PREFETCH_PER_SLOT = 8
+#: ... up to this many in all, so a wide worker does not sit on thousands of leases.
+MAX_DEFAULT_PREFETCH = 512
+
+
+def default_prefetch(concurrency: int) -> int:
+    """The prefetch a Worker uses when none is given: 8 per slot, at most 512.
+
+    With tasks leased ahead the broker leases the next ones while these run, instead of
+    the two taking turns (docs/worker.md, "Prefetch").
+    """
+    return min(concurrency * PREFETCH_PER_SLOT, MAX_DEFAULT_PREFETCH)
+
+
+def _check_prefetch(prefetch: int | None) -> None:
+    if prefetch is None:
+        return
+    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+        raise ValueError(f"prefetch: expected a whole number of 0 or more, got {prefetch!r}")
+
+
 def _check_concurrency(concurrency: int) -> None:
     """No slots would mean a worker that never takes a task: refuse it."""
     if not isinstance(concurrency, int) or concurrency < 1:
@@ -53,7 +75,10 @@ class Worker:
         heartbeat: longest gap between lease extensions (cancel requests arrive with them).
         poll_wait: how long one Lease call long-polls when the queues are empty (unary).
         grace_period: on shutdown, how long running handlers may take to finish.
-        prefetch: tasks leased beyond the idle slots (0: none wait in a local buffer).
+        prefetch: tasks leased beyond the idle slots, waiting in a local buffer with
+            their leases kept alive. None (default): `default_prefetch(concurrency)`,
+            8 per slot up to 512. 0: lease only for idle slots. Buffered tasks are
+            leased, so they count against the broker's concurrency limits.
         transport: "auto" (default) takes tasks on one StreamWork stream and falls back
             to Lease/Ack calls if the broker has no StreamWork; "stream" or "unary" force one.
         client_options: Client/AsyncClient keywords (tls, token, ...).
@@ -69,7 +94,7 @@ class Worker:
         heartbeat: Seconds = timedelta(seconds=2),
         poll_wait: Seconds = timedelta(seconds=20),
         grace_period: Seconds = timedelta(seconds=30),
-        prefetch: int = 0,
+        prefetch: int | None = None,
         round_robin: bool = False,
         worker_id: str | None = None,
         serializer: Serializer | None = None,
@@ -79,6 +104,7 @@ class Worker:
         if transport not in ("auto", "stream", "unary"):
             raise ValueError(f"transport: expected auto, stream or unary, got {transport!r}")
         _check_concurrency(concurrency)
+        _check_prefetch(prefetch)
         self.transport: Transport = transport
         self.target = target
         self.queues = (
@@ -89,7 +115,7 @@ class Worker:
         self.heartbeat = _seconds(heartbeat) or 2.0
         self.poll_wait = _seconds(poll_wait) or 0.0
         self.grace_period = _seconds(grace_period) or 0.0
-        self.prefetch = prefetch
+        self._prefetch = prefetch
         self.round_robin = round_robin
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.serializer = serializer or JsonSerializer()
@@ -101,6 +127,18 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._is_stop_requested = False
         self._signals = 0
+
+    @property
+    def prefetch(self) -> int:
+        """Tasks leased beyond the idle slots; derived from `concurrency` unless set."""
+        if self._prefetch is None:
+            return default_prefetch(self.concurrency)
+        return self._prefetch
+
+    @prefetch.setter
+    def prefetch(self, value: int | None) -> None:
+        _check_prefetch(value)
+        self._prefetch = value
 
     # -- registration ----------------------------------------------------------
 
