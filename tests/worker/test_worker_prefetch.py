@@ -28,13 +28,13 @@ def _wait_for(predicate, seconds: float = 10.0) -> bool:
 
 
 def test_default_prefetch_scales_with_concurrency_and_explicit_values_win() -> None:
-    assert Worker().prefetch == default_prefetch(8) == 64
-    assert Worker(concurrency=1).prefetch == 8
+    assert Worker().prefetch == default_prefetch(8) == 256
+    assert Worker(concurrency=1).prefetch == 32
     assert Worker(concurrency=512).prefetch == 512  # capped
     assert Worker(concurrency=4, prefetch=0).prefetch == 0
     assert Worker(concurrency=4, prefetch=3).prefetch == 3
     worker = Worker(concurrency=2)
-    worker.concurrency = 16  # e.g. `conveyor worker --concurrency 16`
+    worker.concurrency = 4  # e.g. `conveyor worker --concurrency 4`
     assert worker.prefetch == 128
     with pytest.raises(ValueError, match="prefetch"):
         Worker(prefetch=-1)
@@ -65,16 +65,16 @@ def _holding_worker(address: str, queue: str, transport: str, **options):
 def test_default_worker_leases_ahead_into_a_buffer(shared_broker, client, run_worker, transport):
     queue = f"pf-buffer-{transport}"
     worker, started, may_finish, runs, _ = _holding_worker(shared_broker.address, queue, transport)
-    tasks = client.enqueue_many([("hold", i) for i in range(12)], queue=queue)
+    held = 1 + default_prefetch(1)  # one running, the rest leased into the buffer
+    tasks = client.enqueue_many([("hold", i) for i in range(held + 3)], queue=queue)
     with run_worker(worker):
         assert started.wait(10)
-        # One running, eight (8 per slot) leased in the buffer, three still READY.
-        assert _wait_for(lambda: _states(client, tasks)[TaskState.LEASED] == 9)
+        assert _wait_for(lambda: _states(client, tasks)[TaskState.LEASED] == held)
         time.sleep(0.3)
-        assert _states(client, tasks) == {TaskState.LEASED: 9, TaskState.READY: 3}
+        assert _states(client, tasks) == {TaskState.LEASED: held, TaskState.READY: 3}
         may_finish.set()
-        assert [client.result(t.id, timeout=10) for t in tasks] == list(range(12))
-    assert set(runs.values()) == {1} and len(runs) == 12
+        assert [client.result(t.id, timeout=10) for t in tasks] == list(range(held + 3))
+    assert set(runs.values()) == {1} and len(runs) == held + 3
 
 
 @pytest.mark.parametrize("transport", ["stream", "unary"])
