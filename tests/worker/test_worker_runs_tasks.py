@@ -90,7 +90,12 @@ def test_async_handlers_run_concurrently_on_the_loop(shared_broker, client, run_
 def test_only_idle_slots_are_leased(shared_broker, client, run_worker, transport):
     queue = f"w-slots-{transport}"
     worker = Worker(
-        shared_broker.address, queues=[queue], concurrency=2, poll_wait=1, transport=transport
+        shared_broker.address,
+        queues=[queue],
+        concurrency=2,
+        prefetch=0,  # the default leases ahead (test_worker_prefetch.py)
+        poll_wait=1,
+        transport=transport,
     )
     release = threading.Event()
 

@@ -13,7 +13,12 @@ from conveyor_worker import Worker
 
 def test_credits_never_exceed_idle_slots(shared_broker, client, run_worker):
     worker = Worker(
-        shared_broker.address, queues=["st-credits"], concurrency=2, poll_wait=1, transport="stream"
+        shared_broker.address,
+        queues=["st-credits"],
+        concurrency=2,
+        prefetch=0,  # the default leases ahead (test_worker_prefetch.py)
+        poll_wait=1,
+        transport="stream",
     )
 
     finished: set[str] = set()
