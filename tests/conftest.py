@@ -28,7 +28,8 @@ def require_postgres() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL is required in CI but not installed (see .ci/run)")
         pytest.skip("PostgreSQL (initdb, pg_ctl) not installed")
-    require_tool("runuser") if os.geteuid() == 0 else None
+    if os.geteuid() == 0:
+        require_tool("runuser")
 
 
 @pytest.fixture(scope="session")
