@@ -17,9 +17,7 @@ NOW = 1_800_000_000.0
 MakeTask = Callable[..., Task]
 
 
-_TABLES = (
-    "conveyor_tasks, conveyor_unique, conveyor_schedules, conveyor_paused, conveyor_counts"
-)
+_TABLES = "conveyor_tasks, conveyor_unique, conveyor_schedules, conveyor_paused, conveyor_counts"
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ write reconnects (connect_timeout 3 s: never hangs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -65,7 +66,9 @@ def migrate(url: str) -> int:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS conveyor_meta (key text PRIMARY KEY, value bigint NOT NULL)"
         )
-        row = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema_version'").fetchone()
+        row = conn.execute(
+            "SELECT value FROM conveyor_meta WHERE key = 'schema_version'"
+        ).fetchone()
         version = int(row[0]) if row else 0
         if version > pg_schema.SCHEMA_VERSION:
             raise StoreSchemaError(
@@ -128,7 +131,9 @@ class PgStore:
                 except psycopg.OperationalError as exc:
                     self._reader = None
                     if attempt == 2:
-                        raise StoreUnavailable(f"PostgreSQL is unavailable: {_one_line(exc)}") from exc
+                        raise StoreUnavailable(
+                            f"PostgreSQL is unavailable: {_one_line(exc)}"
+                        ) from exc
             raise AssertionError("unreachable")
 
     def watch(self, listener: ChangeListener) -> None:
@@ -192,10 +197,8 @@ class PgStore:
         return outcomes
 
     def _drop_writer(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._writer.close()
-        except Exception:
-            pass
         self._writer = None
 
     def after_commit(self) -> None:

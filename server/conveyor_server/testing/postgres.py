@@ -46,7 +46,9 @@ class PostgresServer:
     def __init__(self, *, fsync: bool = True, base_dir: Path | None = None) -> None:
         bin_dir = find_bin_dir()
         if bin_dir is None:
-            raise RuntimeError(f"no PostgreSQL binaries in {_BIN_GLOB} (apt-get install postgresql)")
+            raise RuntimeError(
+                f"no PostgreSQL binaries in {_BIN_GLOB} (apt-get install postgresql)"
+            )
         self.bin_dir = bin_dir
         self.fsync = fsync
         self.port = _free_port()
@@ -125,7 +127,13 @@ class PostgresServer:
         """Stop the server (mode: smart, fast, immediate); `remove` deletes its dir."""
         if self._started:
             self._run(
-                str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop",
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-m",
+                mode,
+                "-w",
+                "stop",
                 check=False,
             )
             self._started = False
