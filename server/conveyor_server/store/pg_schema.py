@@ -20,7 +20,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (
         1,
         [
-            "CREATE TABLE IF NOT EXISTS conveyor_meta (key text PRIMARY KEY, value bigint NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS conveyor_meta "
+            "(key text PRIMARY KEY, value bigint NOT NULL)",
             """CREATE TABLE conveyor_tasks (
                 id text PRIMARY KEY,
                 queue text NOT NULL,
