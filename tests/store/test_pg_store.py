@@ -19,7 +19,7 @@ from tests.store.conftest import NOW, empty_postgres
 
 pytest.importorskip("psycopg")
 
-from conveyor_server.store.pg_store import PgStore, migrate  # noqa: E402
+from conveyor_server.store.pg_store import PgStore, migrate
 
 
 @pytest.fixture
@@ -189,8 +189,8 @@ def test_a_notify_from_another_store_reaches_the_listener(two_stores, make_task)
         await asyncio.sleep(0.3)  # LISTEN in place
         # writes from threads: a .result() on the loop would block its own group commit
         await asyncio.to_thread(_put_all, b, [make_task(id="own", queue="mine")])  # ignored
-        await asyncio.to_thread(_put_all, a, [make_task(id="n1", queue="q1"),
-                                              make_task(id="n2", state=TaskState.SUCCEEDED)])  # fmt: skip
+        others = [make_task(id="n1", queue="q1"), make_task(id="n2", state=TaskState.SUCCEEDED)]
+        await asyncio.to_thread(_put_all, a, others)
         await asyncio.wait_for(listener.event.wait(), 5)
         await asyncio.sleep(0.2)
         return listener
