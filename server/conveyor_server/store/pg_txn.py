@@ -40,6 +40,11 @@ _NEXT_SQL = {
     "retention": "SELECT min(remove_at_us) FROM conveyor_tasks WHERE remove_at_us IS NOT NULL",
 }
 _COLUMNS = "id, record, payload"
+_INSERT = (
+    "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, lease_token, "
+    "lease_expires_us, deadline_us, remove_at_us, record, id, payload) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
 _SEQUENCE_BLOCK = 1000  # conveyor_sequence INCREMENT BY: one nextval per 1000 tasks
 
 
@@ -78,9 +83,19 @@ class PgTaskTxn:
         self._count_deltas: dict[tuple[str, int], int] = {}
         self.ready_queues: set[str] = set()
         self.finished_ids: list[str] = []
+        self._inserts: list[tuple[Any, ...]] = []
 
     def _exec(self, sql: str, params: Any = None) -> Any:
+        if self._inserts:
+            self._flush_inserts()
         return self._conn.execute(sql, params)
+
+    def _flush_inserts(self) -> None:
+        """New tasks are buffered and sent as one executemany (psycopg pipelines it: one
+        round trip) before the next statement and at the end of the write function."""
+        rows, self._inserts = self._inserts, []
+        with self._conn.cursor() as cursor:
+            cursor.executemany(_INSERT, rows)
 
     def _check_writable(self) -> None:
         if not self._writable:
@@ -139,12 +154,7 @@ class PgTaskTxn:
             if row is not None:
                 loaded = (row[0], TaskState(row[1]), row[2])
         if loaded is None:  # a plain INSERT: a duplicate id raises (a cron fire twice)
-            self._exec(
-                "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, "
-                "lease_token, lease_expires_us, deadline_us, remove_at_us, record, id, payload) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (*values, task.id, task.payload),
-            )
+            self._inserts.append((*values, task.id, task.payload))
             self._delta(counted, +1)
         else:
             queue, state, token = loaded
@@ -235,7 +245,10 @@ class PgTaskTxn:
         return block.next
 
     def flush(self) -> None:
-        """Write the summed count changes: one upsert per (queue, state) into this slot."""
+        """Send buffered inserts, then the summed count changes: one upsert per (queue,
+        state) into this store's slot."""
+        if self._inserts:
+            self._flush_inserts()
         deltas = [(k, n) for k, n in self._count_deltas.items() if n]
         self._count_deltas = {}
         for (queue, state), n in sorted(deltas):
