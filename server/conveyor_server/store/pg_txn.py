@@ -40,6 +40,17 @@ _NEXT_SQL = {
     "retention": "SELECT min(remove_at_us) FROM conveyor_tasks WHERE remove_at_us IS NOT NULL",
 }
 _COLUMNS = "id, record, payload"
+_UPDATE = (
+    "UPDATE conveyor_tasks t SET queue = u.queue, state = u.state, priority = u.priority, "
+    "run_at_us = u.run_at_us, sequence = u.sequence, lease_token = u.lease_token, "
+    "lease_expires_us = u.lease_expires_us, deadline_us = u.deadline_us, "
+    "remove_at_us = u.remove_at_us, record = u.record "
+    "FROM unnest(%s::text[], %s::smallint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], "
+    "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::text[], %s::text[]) AS u(queue, "
+    "state, priority, run_at_us, sequence, lease_token, lease_expires_us, deadline_us, "
+    f"remove_at_us, record, id, fence) WHERE t.id = u.id AND (u.fence IS NULL OR "
+    f"(t.state = {int(TaskState.LEASED)} AND t.lease_token = u.fence)) RETURNING t.id"
+)
 _INSERT = (
     "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, lease_token, "
     "lease_expires_us, deadline_us, remove_at_us, record, id, payload) "
@@ -84,11 +95,32 @@ class PgTaskTxn:
         self.ready_queues: set[str] = set()
         self.finished_ids: list[str] = []
         self._inserts: list[tuple[Any, ...]] = []
+        self._updates: list[tuple[Any, ...]] = []
 
     def _exec(self, sql: str, params: Any = None) -> Any:
+        if self._inserts or self._updates:
+            self._flush_writes()
+        return self._conn.execute(sql, params)
+
+    def _flush_writes(self) -> None:
         if self._inserts:
             self._flush_inserts()
-        return self._conn.execute(sql, params)
+        if self._updates:
+            self._flush_updates()
+
+    def _flush_updates(self) -> None:
+        """Buffered updates as one UPDATE ... FROM unnest; a row not matched (its lease
+        changed meanwhile) raises LeaseLost and the whole write rolls back alone."""
+        rows, self._updates = self._updates, []
+        latest: dict[str, tuple[Any, ...]] = {}
+        for row in rows:  # the same task twice: the last write wins, the first fence holds
+            earlier = latest.get(row[10])
+            latest[row[10]] = row if earlier is None else (*row[:11], earlier[11])
+        columns = [list(column) for column in zip(*latest.values(), strict=True)]
+        done = self._conn.execute(_UPDATE, columns).fetchall()
+        if len(done) != len(latest):
+            lost = sorted(set(latest) - {r[0] for r in done})
+            raise LeaseLost(f"task {lost[0]}: its lease changed in another transaction")
 
     def _flush_inserts(self) -> None:
         """New tasks are buffered and sent as one executemany (psycopg pipelines it: one
@@ -158,17 +190,10 @@ class PgTaskTxn:
             self._delta(counted, +1)
         else:
             queue, state, token = loaded
-            sql = (
-                "UPDATE conveyor_tasks SET queue = %s, state = %s, priority = %s, run_at_us = %s, "
-                "sequence = %s, lease_token = %s, lease_expires_us = %s, deadline_us = %s, "
-                "remove_at_us = %s, record = %s WHERE id = %s"
-            )
-            params: tuple[Any, ...] = (*values, task.id)
-            if state is TaskState.LEASED:  # fencing: the lease this txn read, or nothing
-                sql += " AND state = %s AND lease_token = %s"
-                params = (*params, _L, token)
-            if self._exec(sql, params).rowcount != 1:
-                raise LeaseLost(f"task {task.id}: its lease changed in another transaction")
+            # fencing: a task read as LEASED is written only if its row still holds the
+            # lease this txn read (state and token checked in the same UPDATE, at flush)
+            fence = token if state is TaskState.LEASED else None
+            self._updates.append((*values, task.id, fence))
             if (queue, int(state)) != counted:
                 self._delta((queue, int(state)), -1)
                 self._delta(counted, +1)
@@ -247,8 +272,7 @@ class PgTaskTxn:
     def flush(self) -> None:
         """Send buffered inserts, then the summed count changes: one upsert per (queue,
         state) into this store's slot."""
-        if self._inserts:
-            self._flush_inserts()
+        self._flush_writes()
         deltas = [(k, n) for k, n in self._count_deltas.items() if n]
         self._count_deltas = {}
         for (queue, state), n in sorted(deltas):
