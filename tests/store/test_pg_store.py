@@ -197,3 +197,25 @@ def test_a_notify_from_another_store_reaches_the_listener(two_stores, make_task)
 
     listener = asyncio.run(main())
     assert listener.ready == ["q1"] and listener.finished == ["n2"]
+
+
+def test_postgres_down_answers_unavailable_then_the_store_reconnects(make_task):
+    from conveyor_server.core.errors import StoreUnavailable
+    from conveyor_server.testing.postgres import PostgresServer
+
+    server = PostgresServer(fsync=False).start()
+    try:
+        url = server.create_database("down")
+        store = PgStore(url)
+        _put_all(store, [make_task(id="kept")])
+        server.stop(remove=False)
+        with pytest.raises(StoreUnavailable):
+            _put_all(store, [make_task(id="lost")])
+        with pytest.raises(StoreUnavailable):
+            store.read(lambda txn: txn.get_task("kept"))
+        server.start()
+        _put_all(store, [make_task(id="after")])
+        assert store.read(lambda txn: txn.count("tasks")) == 2
+        store.close()
+    finally:
+        server.stop()
