@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from conveyor_server.testing import BrokerProcess
+from conveyor_server.testing.postgres import PostgresServer, find_bin_dir
 
 
 def require_tool(name: str) -> str:
@@ -19,6 +20,25 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is required in CI but not installed (see .ci/run)")
         pytest.skip(f"{name} not installed")
     return path
+
+
+def require_postgres() -> None:
+    """Debian's PostgreSQL binaries; under CI=true missing ones fail instead of skipping."""
+    if find_bin_dir() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is required in CI but not installed (see .ci/run)")
+        pytest.skip("PostgreSQL (initdb, pg_ctl) not installed")
+    if os.geteuid() == 0:
+        require_tool("runuser")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session (fsync off: tests, not power loss)."""
+    require_postgres()
+    server = PostgresServer(fsync=False).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -82,6 +82,29 @@ class StartupRefused(ConveyorError):
     """The broker cannot start as configured (e.g. its port is taken)."""
 
 
+#: How long a broker started while PostgreSQL is down keeps trying before it exits 2.
+PG_CONNECT_SECONDS = 30.0
+
+
+def open_pg_store(url: str) -> Any:
+    """Open the PostgreSQL store, retrying for PG_CONNECT_SECONDS while it is unreachable
+    (a broker and its database started together); then StoreUnavailable (exit 2)."""
+    import time
+
+    from conveyor_server.core.errors import StoreUnavailable
+    from conveyor_server.store.pg_store import PgStore
+
+    give_up = time.monotonic() + PG_CONNECT_SECONDS
+    while True:
+        try:
+            return PgStore(url)
+        except StoreUnavailable:
+            if time.monotonic() > give_up:
+                raise
+            log.warning("PostgreSQL is unreachable; trying again")
+            time.sleep(1.0)
+
+
 async def serve(config: ServeConfig) -> None:
     """Run the broker until SIGTERM/SIGINT, then shut down gracefully."""
     try:  # before the store opens: a limit no answer can meet is a configuration error
@@ -101,12 +124,18 @@ async def serve(config: ServeConfig) -> None:
         if config.auth_tokens_file:  # read first: a bad file is not a reason to open the store
             token_watcher = TokenFileWatcher(config.auth_tokens_file, grants)
             grants = token_watcher.load()
-    store = LmdbStore(
-        config.data_dir,
-        durable=config.is_durable,
-        max_bytes=config.max_store_bytes,
-        upgrades=LMDB_UPGRADES,
-    )
+    store: Any
+    if config.database_url:
+        store = open_pg_store(config.database_url)
+        where = "PostgreSQL"
+    else:
+        store = LmdbStore(
+            config.data_dir,
+            durable=config.is_durable,
+            max_bytes=config.max_store_bytes,
+            upgrades=LMDB_UPGRADES,
+        )
+        where = str(store.path)
     metrics = Metrics() if config.metrics_listen else None
     engine = Engine(
         Broker(store, SystemClock(), config.broker),
@@ -220,7 +249,7 @@ async def serve(config: ServeConfig) -> None:
         "conveyor serving on %s:%d, data in %s (durability %s, tls %s, token auth %s)",
         host,
         port,
-        store.path,
+        where,
         config.durability,
         "mutual" if config.tls_client_ca else "on" if config.tls_cert else "off",
         "off" if grants is None else f"on, {len(grants)} tokens",
@@ -260,7 +289,7 @@ async def serve(config: ServeConfig) -> None:
 
 
 def _start_metrics(
-    metrics: Metrics, engine: Engine, store: LmdbStore, listen: str
+    metrics: Metrics, engine: Engine, store: Any, listen: str
 ) -> MetricsServer | None:
     """Serve /metrics on `listen`; None if the address is taken or not available."""
     sources = Sources(

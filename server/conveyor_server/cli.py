@@ -135,9 +135,39 @@ def _plugin_commands() -> list[Callable[[Any], None]]:
     return found
 
 
+def _add_migrate(subparsers: Any) -> None:
+    p = subparsers.add_parser("migrate", help="create or migrate the PostgreSQL store's schema")
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("CONVEYOR_DATABASE_URL", ""),
+        help="postgresql:// URL [env CONVEYOR_DATABASE_URL]",
+    )
+    p.set_defaults(run=_run_migrate)
+
+
+def _run_migrate(args: argparse.Namespace) -> int:
+    from conveyor_server.config import parse_database_url
+    from conveyor_server.core.errors import ConveyorError
+
+    url = parse_database_url(args.database_url)  # ValueError: exit 2 in main()
+    if not url:
+        print("conveyor migrate: --database-url is required", file=sys.stderr)
+        return 2
+    from conveyor_server.store.pg_store import migrate
+
+    try:
+        version = migrate(url)
+    except ConveyorError as exc:
+        print(f"conveyor: {exc}", file=sys.stderr)
+        return 2
+    print(f"schema version {version}")
+    return 0
+
+
 #: Each adds one subcommand to the parser.
 SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_serve,
+    _add_migrate,
     *schedule_commands.SUBCOMMANDS,
     *queues.SUBCOMMANDS,
     *tasks.SUBCOMMANDS,

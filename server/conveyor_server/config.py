@@ -57,6 +57,7 @@ def parse_size(text: str) -> int:
 class ServeConfig:
     listen: str = "127.0.0.1:7470"
     data_dir: str = "./data"
+    database_url: str = ""  # set: the PostgreSQL store instead of LMDB in data_dir
     durability: str = "sync"
     max_store_bytes: int = 32 << 30
     max_waiters: int = 10_000
@@ -139,6 +140,14 @@ def _integer(text: str) -> int:
         raise ValueError(f"not a whole number: {text!r}") from None
 
 
+def parse_database_url(text: str) -> str:
+    """A postgresql:// URL (or empty: LMDB)."""
+    text = text.strip()
+    if text and not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected a postgresql://user@host:port/database URL")
+    return text
+
+
 def _tokens(text: str) -> tuple[str, ...]:
     tokens = tuple(t.strip() for t in text.split(",") if t.strip())
     if text.strip() and not tokens:  # e.g. "," must not turn authentication off
@@ -183,6 +192,9 @@ SERVE_OPTIONS: tuple[ServeOption, ...] = (
     ServeOption("--listen", "listen", "gRPC address host:port (port 0: any free port)",
                 parse_listen),
     ServeOption("--data-dir", "data_dir", "LMDB data directory"),
+    ServeOption("--database-url", "database_url",
+                "postgresql:// URL: the PostgreSQL store shared by several brokers, instead "
+                "of LMDB in --data-dir", parse_database_url),
     ServeOption("--durability", "durability",
                 "sync: fsync every commit; nosync: flush about once a second",
                 choice("sync", "nosync")),

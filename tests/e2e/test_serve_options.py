@@ -30,6 +30,7 @@ _BAD = {
     "--log-format": "xml",
     "--metrics-listen": "127.0.0.1:99999",
     "--auth-token": ",",
+    "--database-url": "mysql://localhost/db",
 }
 _FREE_FORM = {"--data-dir", "--schedules", "--tls-cert", "--tls-key", "--tls-client-ca",
               "--auth-tokens"}  # fmt: skip

@@ -17,12 +17,40 @@ NOW = 1_800_000_000.0
 MakeTask = Callable[..., Task]
 
 
-@pytest.fixture(params=["memory", "lmdb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryStore | LmdbStore]:
+_TABLES = "conveyor_tasks, conveyor_unique, conveyor_schedules, conveyor_paused, conveyor_counts"
+
+
+@pytest.fixture(scope="session")
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """One migrated database for the session; tests empty it (TRUNCATE) before use."""
+    server = request.getfixturevalue("postgres_server")
+    url = server.create_database("store_tests")
+    from conveyor_server.store.pg_store import migrate
+
+    migrate(url)
+    return str(url)
+
+
+def empty_postgres(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {_TABLES}")
+        conn.execute("ALTER SEQUENCE conveyor_sequence RESTART")
+
+
+@pytest.fixture(params=["memory", "lmdb", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """Each store in turn; the contract suite runs once per implementation."""
-    opened: MemoryStore | LmdbStore
+    opened: Any
     if request.param == "memory":
         opened = MemoryStore()
+    elif request.param == "postgres":
+        from conveyor_server.store.pg_store import PgStore
+
+        url = request.getfixturevalue("postgres_url")
+        empty_postgres(url)
+        opened = PgStore(url)
     else:
         opened = LmdbStore(tmp_path / "data", initial_map_bytes=16 << 20, max_bytes=64 << 20)
     yield opened

@@ -418,6 +418,8 @@ class Broker:
 
         def apply(txn: TaskTxn) -> list[ItemOutcome]:
             outcomes = []
+            refs = [i if isinstance(i, LeaseRef) else i.lease for i in items]  # type: ignore[attr-defined]
+            txn.load_tasks([ref.task_id for ref in refs])  # one round trip for a SQL store
             for item in items:
                 ref: LeaseRef = item if isinstance(item, LeaseRef) else item.lease  # type: ignore[attr-defined]
                 try:

@@ -43,3 +43,7 @@ class ShuttingDown(ConveyorError):
 
 class StoreSchemaError(ConveyorError):
     """The data directory holds a store layout this version cannot open."""
+
+
+class StoreUnavailable(ConveyorError):
+    """The shared store (PostgreSQL) cannot be reached; the call may be retried."""

@@ -31,6 +31,11 @@ class TaskTxn(Protocol):
 
     def get_task(self, task_id: str) -> Task | None: ...
 
+    def load_tasks(self, task_ids: list[str]) -> None:
+        """Hint: these tasks are about to be read (a SQL store loads and locks them in one
+        statement, in id order; a KV store ignores it)."""
+        ...
+
     def put_task(self, task: Task, *, is_new: bool = False) -> None:
         """Write a task and bring its index entries in line with its state.
 

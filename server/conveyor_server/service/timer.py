@@ -17,6 +17,10 @@ from conveyor_server.service.settle import settle
 log = logging.getLogger(__name__)
 
 
+#: Longest sleep of the timer over a store other brokers write too (PgStore.is_shared).
+SHARED_STORE_POLL = 0.5
+
+
 class TaskTimer:
     def __init__(self, broker: Broker, on_tick: Callable[[TickOutcome], None]) -> None:
         self._broker = broker
@@ -48,4 +52,9 @@ class TaskTimer:
                 return 0.001  # nothing changed: never spin
             return 0
         self._target = due
-        return None if due is None else max(due - now, 0.001)
+        wait = None if due is None else max(due - now, 0.001)
+        if getattr(self._broker.store, "is_shared", False):
+            # Other brokers add due times this timer never hears of: look again at least
+            # every SHARED_STORE_POLL seconds. A store only this process writes: unchanged.
+            wait = SHARED_STORE_POLL if wait is None else min(wait, SHARED_STORE_POLL)
+        return wait

@@ -51,6 +51,9 @@ class KvTaskTxn(KvQueueVerbs):
         self._loaded[task_id] = (keys.index_entries(task), (task.queue, task.state))
         return task
 
+    def load_tasks(self, task_ids: list[str]) -> None:
+        """A hint for SQL stores (one round trip); a KV read is already cheap."""
+
     def put_task(self, task: Task, *, is_new: bool = False) -> None:
         """Write a task and bring its index entries in line with its state.
 

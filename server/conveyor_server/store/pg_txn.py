@@ -1,0 +1,399 @@
+"""PgTaskTxn: the core's TaskTxn verbs over one psycopg connection inside a transaction.
+
+Same semantics as KvTaskTxn (store/kv_txn.py). Fencing: a write of a task this
+transaction loaded as LEASED matches id, state and lease_token in the same UPDATE; a
+row not matched raises LeaseLost, and the write rolls back alone (its savepoint).
+Leases and timer claims use FOR UPDATE SKIP LOCKED, so two brokers never take the
+same row; READ COMMITTED re-checks the WHERE clause on a row it waited for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor_server.core.errors import LeaseLost
+from conveyor_server.core.model import QueueDepth, Task, TaskState
+from conveyor_server.core.schedules.model import Schedule
+from conveyor_server.core.store import TIME_INDEXES
+from conveyor_server.store import record, schedule_record
+from conveyor_server.store.base import WriteInReadTransaction
+from conveyor_server.store.keys import micros
+
+_R, _S, _L = int(TaskState.READY), int(TaskState.SCHEDULED), int(TaskState.LEASED)
+_DUE_SQL = {
+    "scheduled": f"SELECT id FROM conveyor_tasks WHERE state = {_S} AND run_at_us <= %s "
+    "ORDER BY run_at_us, sequence LIMIT %s FOR UPDATE SKIP LOCKED",
+    "leases": f"SELECT id FROM conveyor_tasks WHERE state = {_L} AND lease_expires_us "
+    "IS NOT NULL AND lease_expires_us <= %s ORDER BY lease_expires_us, id LIMIT %s "
+    "FOR UPDATE SKIP LOCKED",
+    "deadlines": f"SELECT id FROM conveyor_tasks WHERE state IN ({_S}, {_R}) AND deadline_us "
+    "IS NOT NULL AND deadline_us <= %s ORDER BY deadline_us, id LIMIT %s FOR UPDATE SKIP LOCKED",
+    "retention": "SELECT id FROM conveyor_tasks WHERE remove_at_us IS NOT NULL AND "
+    "remove_at_us <= %s ORDER BY remove_at_us, id LIMIT %s FOR UPDATE SKIP LOCKED",
+}
+_NEXT_SQL = {
+    "scheduled": f"SELECT min(run_at_us) FROM conveyor_tasks WHERE state = {_S}",
+    "leases": f"SELECT min(lease_expires_us) FROM conveyor_tasks WHERE state = {_L} "
+    "AND lease_expires_us IS NOT NULL",
+    "deadlines": f"SELECT min(deadline_us) FROM conveyor_tasks WHERE state IN ({_S}, {_R}) "
+    "AND deadline_us IS NOT NULL",
+    "retention": "SELECT min(remove_at_us) FROM conveyor_tasks WHERE remove_at_us IS NOT NULL",
+}
+_COLUMNS = "id, record, payload"
+_INSERT_MANY = (
+    "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, lease_token, "
+    "lease_expires_us, deadline_us, remove_at_us, record, id, payload) SELECT * FROM "
+    "unnest(%s::text[], %s::smallint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], "
+    "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::text[], %s::bytea[])"
+)
+_UPDATE = (
+    "UPDATE conveyor_tasks t SET queue = u.queue, state = u.state, priority = u.priority, "
+    "run_at_us = u.run_at_us, sequence = u.sequence, lease_token = u.lease_token, "
+    "lease_expires_us = u.lease_expires_us, deadline_us = u.deadline_us, "
+    "remove_at_us = u.remove_at_us, record = u.record "
+    "FROM unnest(%s::text[], %s::smallint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], "
+    "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::text[], %s::text[]) AS u(queue, "
+    "state, priority, run_at_us, sequence, lease_token, lease_expires_us, deadline_us, "
+    f"remove_at_us, record, id, fence) WHERE t.id = u.id AND (u.fence IS NULL OR "
+    f"(t.state = {int(TaskState.LEASED)} AND t.lease_token = u.fence)) RETURNING t.id"
+)
+_INSERT = (
+    "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, lease_token, "
+    "lease_expires_us, deadline_us, remove_at_us, record, id, payload) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_SEQUENCE_BLOCK = 1000  # conveyor_sequence INCREMENT BY: one nextval per 1000 tasks
+
+
+def _us(seconds: float | None) -> int | None:
+    return None if seconds is None else micros(seconds)
+
+
+class SequenceBlock:
+    """Enqueue sequence numbers handed out from blocks of _SEQUENCE_BLOCK (per store)."""
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.end = 0
+
+    def mark(self) -> tuple[int, int]:
+        return self.next, self.end
+
+    def give_back(self, mark: tuple[int, int]) -> None:
+        """A write that failed hands back the numbers it took (a block it took stays ours:
+        nextval is not transactional, and none of its numbers was committed)."""
+        taken_next, taken_end = mark
+        self.next = taken_next if self.end == taken_end else self.end - _SEQUENCE_BLOCK
+
+
+class PgTaskTxn:
+    """The core's TaskTxn over a psycopg connection (one transaction, autocommit off)."""
+
+    def __init__(self, conn: Any, *, slot: int, sequence: SequenceBlock, writable: bool) -> None:
+        self._conn = conn
+        self._slot = slot
+        self._sequence = sequence
+        self._writable = writable
+        #: id -> (queue, state, lease_token) of every task loaded or written here
+        self._loaded: dict[str, tuple[str, TaskState, str]] = {}
+        self._rows: dict[str, Task] = {}  # rows a SKIP LOCKED lease read returned
+        self._count_deltas: dict[tuple[str, int], int] = {}
+        self.ready_queues: set[str] = set()
+        self.finished_ids: list[str] = []
+        self._inserts: list[tuple[Any, ...]] = []
+        self._updates: list[tuple[Any, ...]] = []
+
+    def _exec(self, sql: str, params: Any = None) -> Any:
+        if self._inserts or self._updates:
+            self._flush_writes()
+        return self._conn.execute(sql, params)
+
+    def _flush_writes(self) -> None:
+        if self._inserts:
+            self._flush_inserts()
+        if self._updates:
+            self._flush_updates()
+
+    def _flush_updates(self) -> None:
+        """Buffered updates as one UPDATE ... FROM unnest; a row not matched (its lease
+        changed meanwhile) raises LeaseLost and the whole write rolls back alone."""
+        rows, self._updates = self._updates, []
+        latest: dict[str, tuple[Any, ...]] = {}
+        for row in rows:  # the same task twice: the last write wins, the first fence holds
+            earlier = latest.get(row[10])
+            latest[row[10]] = row if earlier is None else (*row[:11], earlier[11])
+        columns = [list(column) for column in zip(*latest.values(), strict=True)]
+        done = self._conn.execute(_UPDATE, columns).fetchall()
+        if len(done) != len(latest):
+            lost = sorted(set(latest) - {r[0] for r in done})
+            raise LeaseLost(f"task {lost[0]}: its lease changed in another transaction")
+
+    def _flush_inserts(self) -> None:
+        """New tasks are buffered and sent as one INSERT ... SELECT FROM unnest before the
+        next statement and at the end of the write function (one round trip)."""
+        rows, self._inserts = self._inserts, []
+        if len(rows) == 1:
+            self._conn.execute(_INSERT, rows[0])
+        else:  # one statement: the columns as arrays (faster than a pipelined executemany)
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            self._conn.execute(_INSERT_MANY, columns)
+
+    def _check_writable(self) -> None:
+        if not self._writable:
+            raise WriteInReadTransaction("write in a read transaction")
+
+    def _remember(self, task: Task) -> Task:
+        self._loaded[task.id] = (task.queue, task.state, task.lease_token)
+        return task
+
+    def load_tasks(self, task_ids: list[str]) -> None:
+        """Hint: load and lock these tasks in id order with one statement (no N+1)."""
+        missing = sorted(set(task_ids) - self._rows.keys())
+        if not missing:
+            return
+        lock = " FOR UPDATE" if self._writable else ""
+        rows = self._exec(
+            f"SELECT {_COLUMNS} FROM conveyor_tasks WHERE id = ANY(%s) ORDER BY id{lock}",
+            (missing,),
+        ).fetchall()
+        for task_id, data, payload in rows:
+            self._rows[task_id] = record.decode(bytes(data), bytes(payload))
+
+    def get_task(self, task_id: str) -> Task | None:
+        task = self._rows.pop(task_id, None)
+        if task is None:
+            lock = " FOR UPDATE" if self._writable else ""
+            row = self._exec(
+                f"SELECT record, payload FROM conveyor_tasks WHERE id = %s{lock}", (task_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            task = record.decode(bytes(row[0]), bytes(row[1]))
+        return self._remember(task)
+
+    def put_task(self, task: Task, *, is_new: bool = False) -> None:
+        self._check_writable()
+        counted = (task.queue, int(task.state))
+        values = (
+            task.queue,
+            int(task.state),
+            task.priority,
+            micros(task.run_at),
+            task.sequence,
+            task.lease_token,
+            _us(task.lease_expires_at) if task.state is TaskState.LEASED else None,
+            _us(task.deadline),
+            _us(task.remove_at),
+            record.encode(task),
+        )
+        loaded = None if is_new else self._loaded.get(task.id)
+        if loaded is None and not is_new:
+            row = self._exec(
+                "SELECT queue, state, lease_token FROM conveyor_tasks WHERE id = %s FOR UPDATE",
+                (task.id,),
+            ).fetchone()
+            if row is not None:
+                loaded = (row[0], TaskState(row[1]), row[2])
+        if loaded is None:  # a plain INSERT: a duplicate id raises (a cron fire twice)
+            self._inserts.append((*values, task.id, task.payload))
+            self._delta(counted, +1)
+        else:
+            queue, state, token = loaded
+            # fencing: a task read as LEASED is written only if its row still holds the
+            # lease this txn read (state and token checked in the same UPDATE, at flush)
+            fence = token if state is TaskState.LEASED else None
+            self._updates.append((*values, task.id, fence))
+            if (queue, int(state)) != counted:
+                self._delta((queue, int(state)), -1)
+                self._delta(counted, +1)
+        self._remember(task)
+        if task.state is TaskState.READY:
+            self.ready_queues.add(task.queue)
+        elif task.state.is_final:
+            self.finished_ids.append(task.id)
+
+    def delete_task(self, task: Task) -> None:
+        self._check_writable()
+        row = self._exec(
+            "DELETE FROM conveyor_tasks WHERE id = %s RETURNING queue, state", (task.id,)
+        ).fetchone()
+        self._loaded.pop(task.id, None)
+        if row is not None:
+            self._delta((row[0], int(row[1])), -1)
+
+    def _delta(self, key: tuple[str, int], n: int) -> None:
+        self._count_deltas[key] = self._count_deltas.get(key, 0) + n
+
+    def ready_task_ids(self, queue: str, limit: int) -> list[str]:
+        """READY tasks in lease order, locked (SKIP LOCKED) and cached for get_task."""
+        lock = " FOR UPDATE SKIP LOCKED" if self._writable else ""
+        rows = self._exec(
+            f"SELECT {_COLUMNS} FROM conveyor_tasks WHERE queue = %s AND state = {_R} "
+            f"ORDER BY priority DESC, run_at_us, sequence LIMIT %s{lock}",
+            (queue, limit),
+        ).fetchall()
+        for task_id, data, payload in rows:
+            self._rows[task_id] = record.decode(bytes(data), bytes(payload))
+        return [row[0] for row in rows]
+
+    def due_task_ids(self, index: str, now: float, limit: int) -> list[str]:
+        sql = _DUE_SQL[index]
+        if not self._writable:
+            sql = sql.replace(" FOR UPDATE SKIP LOCKED", "")
+        return [row[0] for row in self._exec(sql, (micros(now), limit)).fetchall()]
+
+    def next_due_time(self) -> float | None:
+        times = [self._exec(_NEXT_SQL[index]).fetchone()[0] for index in TIME_INDEXES]
+        known = [t for t in times if t is not None]
+        return min(known) / 1_000_000 if known else None
+
+    def get_unique(self, queue: str, unique_key: str) -> str | None:
+        row = self._exec(
+            "SELECT task_id FROM conveyor_unique WHERE queue = %s AND unique_key = %s",
+            (queue, unique_key),
+        ).fetchone()
+        return row[0] if row else None
+
+    def put_unique(self, queue: str, unique_key: str, task_id: str) -> None:
+        self._check_writable()
+        self._exec(
+            "INSERT INTO conveyor_unique VALUES (%s, %s, %s) ON CONFLICT (queue, unique_key) "
+            "DO UPDATE SET task_id = EXCLUDED.task_id",
+            (queue, unique_key, task_id),
+        )
+
+    def delete_unique(self, queue: str, unique_key: str) -> None:
+        self._check_writable()
+        self._exec(
+            "DELETE FROM conveyor_unique WHERE queue = %s AND unique_key = %s", (queue, unique_key)
+        )
+
+    def next_sequence(self) -> int:
+        """From a block of _SEQUENCE_BLOCK numbers: one nextval per block, not per task."""
+        self._check_writable()
+        block = self._sequence
+        if block.next >= block.end:
+            start = self._exec("SELECT nextval('conveyor_sequence')").fetchone()[0]
+            block.next, block.end = start - 1, start - 1 + _SEQUENCE_BLOCK
+        block.next += 1
+        return block.next
+
+    def flush(self) -> None:
+        """Send buffered inserts, then the summed count changes: one upsert per (queue,
+        state) into this store's slot."""
+        self._flush_writes()
+        deltas = [(k, n) for k, n in self._count_deltas.items() if n]
+        self._count_deltas = {}
+        for (queue, state), n in sorted(deltas):
+            self._exec(
+                "INSERT INTO conveyor_counts VALUES (%s, %s, %s, %s) ON CONFLICT "
+                "(slot, queue, state) DO UPDATE SET n = conveyor_counts.n + EXCLUDED.n",
+                (self._slot, queue, state, n),
+            )
+
+    # -- schedules -------------------------------------------------------------
+
+    def get_schedule(self, name: str) -> Schedule | None:
+        row = self._exec(
+            "SELECT record FROM conveyor_schedules WHERE name = %s", (name,)
+        ).fetchone()
+        return schedule_record.decode(bytes(row[0])) if row else None
+
+    def put_schedule(self, schedule: Schedule) -> None:
+        self._check_writable()
+        due = _us(schedule.next_fire_time) if schedule.is_active else None
+        self._exec(
+            "INSERT INTO conveyor_schedules VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE "
+            "SET record = EXCLUDED.record, next_fire_us = EXCLUDED.next_fire_us",
+            (schedule.name, schedule_record.encode(schedule), due),
+        )
+
+    def delete_schedule(self, name: str) -> None:
+        self._check_writable()
+        self._exec("DELETE FROM conveyor_schedules WHERE name = %s", (name,))
+
+    def list_schedules(self) -> list[Schedule]:
+        rows = self._exec("SELECT record FROM conveyor_schedules ORDER BY name").fetchall()
+        return [schedule_record.decode(bytes(row[0])) for row in rows]
+
+    def due_schedule_names(self, now: float, limit: int) -> list[str]:
+        lock = " FOR UPDATE SKIP LOCKED" if self._writable else ""
+        rows = self._exec(
+            "SELECT name FROM conveyor_schedules WHERE next_fire_us IS NOT NULL AND "
+            f"next_fire_us <= %s ORDER BY next_fire_us, name LIMIT %s{lock}",
+            (micros(now), limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def next_schedule_due_time(self) -> float | None:
+        row = self._exec(
+            "SELECT min(next_fire_us) FROM conveyor_schedules WHERE next_fire_us IS NOT NULL"
+        ).fetchone()
+        return row[0] / 1_000_000 if row and row[0] is not None else None
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """O(queues x states): the count shards summed, plus one index seek per queue."""
+        depths: dict[str, QueueDepth] = {}
+        rows = self._exec(
+            "SELECT queue, state, sum(n) FROM conveyor_counts GROUP BY queue, state "
+            "HAVING sum(n) > 0"
+        ).fetchall()
+        for queue, state, n in rows:
+            depth = depths.setdefault(queue, QueueDepth(queue))
+            depth.counts[TaskState(state)] = int(n)
+        for depth in depths.values():
+            if depth.counts.get(TaskState.READY):
+                row = self._exec(
+                    f"SELECT min(run_at_us) FROM conveyor_tasks WHERE queue = %s AND state = {_R}",
+                    (depth.queue,),
+                ).fetchone()
+                depth.oldest_ready_at = row[0] / 1_000_000 if row[0] is not None else None
+        return [depths[name] for name in sorted(depths)]
+
+    def count(self, index: str) -> int:
+        """Entries in an index (tests and operators; O(n))."""
+        where = {
+            "tasks": "TRUE",
+            "ready": f"state = {_R}",
+            "scheduled": f"state = {_S}",
+            "leases": f"state = {_L} AND lease_expires_us IS NOT NULL",
+            "deadlines": f"state IN ({_S}, {_R}) AND deadline_us IS NOT NULL",
+            "retention": "remove_at_us IS NOT NULL",
+        }
+        if index == "unique":
+            return int(self._exec("SELECT count(*) FROM conveyor_unique").fetchone()[0])
+        if index == "payloads":
+            where["payloads"] = "payload <> ''::bytea"
+        return int(
+            self._exec(f"SELECT count(*) FROM conveyor_tasks WHERE {where[index]}").fetchone()[0]
+        )
+
+    # -- operators ---------------------------------------------------------------
+
+    def is_paused(self, queue: str) -> bool:
+        return (
+            self._exec("SELECT 1 FROM conveyor_paused WHERE queue = %s", (queue,)).fetchone()
+            is not None
+        )
+
+    def set_paused(self, queue: str, is_paused: bool) -> None:
+        self._check_writable()
+        if is_paused:
+            self._exec("INSERT INTO conveyor_paused VALUES (%s) ON CONFLICT DO NOTHING", (queue,))
+        else:
+            self._exec("DELETE FROM conveyor_paused WHERE queue = %s", (queue,))
+
+    def paused_queues(self) -> list[str]:
+        return [r[0] for r in self._exec("SELECT queue FROM conveyor_paused ORDER BY queue")]
+
+    def scan_tasks(self, after: str, limit: int, *, newest_first: bool = False) -> list[Task]:
+        if newest_first:
+            where, order = ("id < %s" if after else "TRUE"), "DESC"
+        else:
+            where, order = "id > %s", "ASC"
+        params: tuple[Any, ...] = ((after,) if (after or not newest_first) else ()) + (limit,)
+        rows = self._exec(
+            f"SELECT record FROM conveyor_tasks WHERE {where} ORDER BY id {order} LIMIT %s",
+            params,
+        ).fetchall()
+        return [record.index_state(bytes(row[0])) for row in rows]

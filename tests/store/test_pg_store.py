@@ -1,0 +1,221 @@
+"""PostgreSQL store beyond the contract suite: fencing, two stores on one database (SKIP
+LOCKED), schema refusal, a unique violation rolled back alone, NOTIFY wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from conveyor_server.core.errors import LeaseLost, StoreSchemaError
+from conveyor_server.core.model import TaskState
+from tests.store.conftest import NOW, empty_postgres
+
+pytest.importorskip("psycopg")
+
+from conveyor_server.store.pg_store import PgStore, migrate
+
+
+@pytest.fixture
+def pg_url(postgres_url: str) -> str:
+    empty_postgres(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture
+def two_stores(pg_url: str) -> Iterator[tuple[PgStore, PgStore]]:
+    a, b = PgStore(pg_url), PgStore(pg_url)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _put_all(store: PgStore, tasks: list[Any]) -> None:
+    def fn(txn: Any) -> None:
+        for task in tasks:
+            txn.put_task(task, is_new=True)
+
+    store.write(fn).result(timeout=10)
+
+
+def test_a_write_of_a_lease_taken_over_meanwhile_raises_and_rolls_back(two_stores, make_task):
+    a, b = two_stores
+    task = make_task(id="t1", state=TaskState.LEASED, lease_token="old", lease_expires_at=NOW)
+    _put_all(a, [task])
+    # b takes the lease over and commits; a's write still holds the old token.
+    b.write(lambda txn: txn.put_task(replace(txn.get_task("t1"), lease_token="new"))).result(
+        timeout=10
+    )
+    future = a.write(lambda txn: _stale_ack(txn, task))
+    with pytest.raises(LeaseLost):
+        future.result(timeout=10)
+    assert a.read(lambda txn: txn.get_task("t1")).lease_token == "new"
+
+
+def _stale_ack(txn: Any, stale: Any) -> None:
+    # a write function that trusts an old copy: the fenced UPDATE refuses it
+    txn._loaded[stale.id] = (stale.queue, stale.state, stale.lease_token)
+    txn.put_task(replace(stale, state=TaskState.SUCCEEDED, lease_token=""))
+
+
+def test_two_stores_never_lease_the_same_task(two_stores, make_task):
+    a, b = two_stores
+    _put_all(a, [make_task(id=f"t{n:04d}") for n in range(400)])
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def lease(txn: Any) -> list[str]:
+        ids = txn.ready_task_ids("default", 10)
+        for task_id in ids:
+            task = txn.get_task(task_id)
+            txn.put_task(replace(task, state=TaskState.LEASED, lease_token="x",
+                                 lease_expires_at=NOW + 30))  # fmt: skip
+        return ids
+
+    def worker(store: PgStore) -> None:
+        while True:
+            ids = store.write(lease).result(timeout=10)
+            if not ids:
+                return
+            with lock:
+                taken.extend(ids)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in (a, b, a, b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(taken) == 400 and len(set(taken)) == 400
+
+
+def test_two_stores_never_promote_a_due_task_twice(two_stores, make_task):
+    a, b = two_stores
+    _put_all(a, [make_task(id=f"s{n:04d}", state=TaskState.SCHEDULED) for n in range(300)])
+    promoted: list[str] = []
+    lock = threading.Lock()
+
+    def tick(txn: Any) -> list[str]:
+        ids = txn.due_task_ids("scheduled", NOW + 1, 7)
+        for task_id in ids:
+            txn.put_task(replace(txn.get_task(task_id), state=TaskState.READY))
+        return ids
+
+    def timer(store: PgStore) -> None:
+        while ids := store.write(tick).result(timeout=10):
+            with lock:
+                promoted.extend(ids)
+
+    threads = [threading.Thread(target=timer, args=(s,)) for s in (a, b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(promoted) == sorted(set(promoted)) and len(promoted) == 300
+
+
+def test_a_duplicate_id_is_rolled_back_alone(pg_url, make_task):
+    store = PgStore(pg_url)
+    try:
+        _put_all(store, [make_task(id="dup")])
+        futures = [
+            store.write(lambda txn: txn.put_task(make_task(id="before"), is_new=True)),
+            store.write(lambda txn: txn.put_task(make_task(id="dup"), is_new=True)),
+            store.write(lambda txn: txn.put_task(make_task(id="after"), is_new=True)),
+        ]
+        futures[0].result(timeout=10)
+        with pytest.raises(Exception, match="duplicate key"):
+            futures[1].result(timeout=10)
+        futures[2].result(timeout=10)
+        assert store.read(lambda txn: txn.count("tasks")) == 3
+        depth = store.read(lambda txn: txn.queue_depths())
+        assert depth[0].counts[TaskState.READY] == 3
+    finally:
+        store.close()
+
+
+def test_a_newer_schema_is_refused(postgres_server):
+    url = postgres_server.create_database("newer_schema")
+    migrate(url)
+    postgres_server.psql("UPDATE conveyor_meta SET value = 99", database="newer_schema")
+    with pytest.raises(StoreSchemaError, match="newer"):
+        migrate(url)
+    for command in (["migrate"], ["serve", "--listen", "127.0.0.1:0"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "conveyor_server", *command, "--database-url", url],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert "schema version 99" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_migrate_creates_the_schema_once(postgres_server):
+    url = postgres_server.create_database("migrate_twice")
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-m", "conveyor_server", "migrate", "--database-url", url],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0 and "schema version 1" in result.stdout, result.stderr
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.ready: list[str] = []
+        self.finished: list[str] = []
+        self.event = asyncio.Event()
+
+    def tasks_ready(self, queues: Any) -> None:
+        self.ready += queues
+        self.event.set()
+
+    def tasks_finished(self, task_ids: Any) -> None:
+        self.finished += task_ids
+        self.event.set()
+
+
+def test_a_notify_from_another_store_reaches_the_listener(two_stores, make_task):
+    a, b = two_stores
+
+    async def main() -> _Listener:
+        listener = _Listener()
+        b.watch(listener)
+        await asyncio.sleep(0.3)  # LISTEN in place
+        # writes from threads: a .result() on the loop would block its own group commit
+        await asyncio.to_thread(_put_all, b, [make_task(id="own", queue="mine")])  # ignored
+        others = [make_task(id="n1", queue="q1"), make_task(id="n2", state=TaskState.SUCCEEDED)]
+        await asyncio.to_thread(_put_all, a, others)
+        await asyncio.wait_for(listener.event.wait(), 5)
+        await asyncio.sleep(0.2)
+        return listener
+
+    listener = asyncio.run(main())
+    assert listener.ready == ["q1"] and listener.finished == ["n2"]
+
+
+def test_postgres_down_answers_unavailable_then_the_store_reconnects(make_task):
+    from conveyor_server.core.errors import StoreUnavailable
+    from conveyor_server.testing.postgres import PostgresServer
+
+    server = PostgresServer(fsync=False).start()
+    try:
+        url = server.create_database("down")
+        store = PgStore(url)
+        _put_all(store, [make_task(id="kept")])
+        server.stop(remove=False)
+        with pytest.raises(StoreUnavailable):
+            _put_all(store, [make_task(id="lost")])
+        with pytest.raises(StoreUnavailable):
+            store.read(lambda txn: txn.get_task("kept"))
+        server.start()
+        _put_all(store, [make_task(id="after")])
+        assert store.read(lambda txn: txn.count("tasks")) == 2
+        store.close()
+    finally:
+        server.stop()
