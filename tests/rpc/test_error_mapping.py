@@ -110,6 +110,7 @@ DOCUMENTED_STATUS = {
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     errors.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.WriteConflict: grpc.StatusCode.ABORTED,
 }
 
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from conveyor_server.core.errors import LeaseLost, StoreSchemaError
-from conveyor_server.core.model import TaskState
+from conveyor_server.core.broker import Broker
+from conveyor_server.core.clock import FakeClock
+from conveyor_server.core.errors import LeaseLost, StoreSchemaError, WriteConflict
+from conveyor_server.core.model import TaskSpec, TaskState
 from tests.store.conftest import NOW, empty_postgres
 
 pytest.importorskip("psycopg")
@@ -129,7 +131,7 @@ def test_a_duplicate_id_is_rolled_back_alone(pg_url, make_task):
             store.write(lambda txn: txn.put_task(make_task(id="after"), is_new=True)),
         ]
         futures[0].result(timeout=10)
-        with pytest.raises(Exception, match="duplicate key"):
+        with pytest.raises(WriteConflict, match="duplicate key"):  # ABORTED, not INTERNAL
             futures[1].result(timeout=10)
         futures[2].result(timeout=10)
         assert store.read(lambda txn: txn.count("tasks")) == 3
@@ -137,6 +139,31 @@ def test_a_duplicate_id_is_rolled_back_alone(pg_url, make_task):
         assert depth[0].counts[TaskState.READY] == 3
     finally:
         store.close()
+
+
+def test_an_enqueue_racing_another_broker_for_one_id_answers_the_duplicate(two_stores, make_task):
+    """Broker B inserts id "race" and holds its transaction open; broker A's Enqueue of the
+    same id waits on the key, meets a unique violation when B commits, runs again in a new
+    savepoint and answers B's task as the duplicate (not an error, and not INTERNAL)."""
+    a, b = two_stores
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(txn: Any) -> None:
+        txn.put_task(make_task(id="race", kind="from-b"), is_new=True)
+        txn.flush()  # the row is in B's open transaction now
+        inside.set()
+        release.wait(10)
+
+    held = b.write(hold)
+    assert inside.wait(10)
+    broker = Broker(a, FakeClock(NOW))
+    enqueued = broker.enqueue(TaskSpec(kind="from-a", id="race"))
+    with pytest.raises(TimeoutError):  # A waits on the key B holds
+        enqueued.result(timeout=0.5)
+    release.set()
+    held.result(timeout=10)
+    outcome = enqueued.result(timeout=10)
+    assert outcome.duplicate and outcome.task.kind == "from-b"
 
 
 def test_a_newer_schema_is_refused(postgres_server):

@@ -415,13 +415,13 @@ class Broker:
         id_field = "task_id" if isinstance(items[0], LeaseRef) else "lease.task_id"
         settings = self.settings
         id_limit = settings.max_name_length
+        refs: list[LeaseRef] = [i if isinstance(i, LeaseRef) else i.lease for i in items]  # type: ignore[attr-defined]
+        task_ids = [ref.task_id for ref in refs]
 
         def apply(txn: TaskTxn) -> list[ItemOutcome]:
             outcomes = []
-            refs = [i if isinstance(i, LeaseRef) else i.lease for i in items]  # type: ignore[attr-defined]
-            txn.load_tasks([ref.task_id for ref in refs])  # one round trip for a SQL store
-            for item in items:
-                ref: LeaseRef = item if isinstance(item, LeaseRef) else item.lease  # type: ignore[attr-defined]
+            txn.load_tasks(task_ids)  # one round trip for a SQL store
+            for item, ref in zip(items, refs, strict=True):
                 try:
                     validation.check_task_id(ref.task_id, id_field, settings)
                     task = _current_lease(txn, ref, now)

@@ -45,5 +45,9 @@ class StoreSchemaError(ConveyorError):
     """The data directory holds a store layout this version cannot open."""
 
 
+class WriteConflict(ConveyorError):
+    """Another broker wrote the same rows at the same moment, twice over; retrying may succeed."""
+
+
 class StoreUnavailable(ConveyorError):
     """The shared store (PostgreSQL) cannot be reached; the call may be retried."""

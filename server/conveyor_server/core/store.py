@@ -139,6 +139,10 @@ class ChangeListener(Protocol):
 class Store(Protocol):
     """What the core needs from persistence."""
 
+    #: Other processes write this store too (PostgreSQL): due times they add are found
+    #: only by looking, so the timer also wakes on a period (service/timer.py).
+    is_shared: bool
+
     def write(self, fn: Callable[[TaskTxn], T], *, is_growth: bool = False) -> Future[T]:
         """Run fn in a write transaction; the future resolves after commit.
 

@@ -17,7 +17,7 @@ from conveyor_server.service.settle import settle
 log = logging.getLogger(__name__)
 
 
-#: Longest sleep of the timer over a store other brokers write too (PgStore.is_shared).
+#: Longest sleep of the timer over a store other brokers write too (Store.is_shared).
 SHARED_STORE_POLL = 0.5
 
 
@@ -53,7 +53,7 @@ class TaskTimer:
             return 0
         self._target = due
         wait = None if due is None else max(due - now, 0.001)
-        if getattr(self._broker.store, "is_shared", False):
+        if self._broker.store.is_shared:
             # Other brokers add due times this timer never hears of: look again at least
             # every SHARED_STORE_POLL seconds. A store only this process writes: unchanged.
             wait = SHARED_STORE_POLL if wait is None else min(wait, SHARED_STORE_POLL)

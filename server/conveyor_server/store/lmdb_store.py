@@ -128,6 +128,8 @@ class _LmdbKv:
 class LmdbStore:
     """The durable store. One instance per data directory per machine (a lock file enforces it)."""
 
+    is_shared = False  # only this process writes it
+
     def __init__(
         self,
         path: str | os.PathLike[str],

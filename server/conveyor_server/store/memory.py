@@ -83,6 +83,8 @@ class _MemoryKv:
 class MemoryStore:
     """Runs each write function at once under a lock; futures are already resolved."""
 
+    is_shared = False  # only this process writes it
+
     def __init__(self) -> None:
         self._tables = {name: _SortedTable() for name in DATABASES}
         self._lock = threading.Lock()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from conveyor_server.core.errors import StoreSchemaError, StoreUnavailable
+from conveyor_server.core.errors import StoreSchemaError, StoreUnavailable, WriteConflict
 from conveyor_server.store import pg_schema
 from conveyor_server.store.group_commit import GroupCommitter, Outcome, Write
 from conveyor_server.store.pg_txn import PgTaskTxn, SequenceBlock
@@ -45,6 +45,10 @@ T = TypeVar("T")
 CHANNEL = "conveyor_changes"
 _NOTIFY_BYTES = 7000  # pg_notify payloads must stay under 8000 bytes
 _SLOTS = 64
+#: What a write meets when another broker wrote the same row first (a task id, a unique
+#: key, a cron tick) or locked rows in the other order: run once more, in a new savepoint,
+#: where it sees the other broker's committed change (a duplicate, not an error).
+_CONFLICTS = (psycopg.errors.UniqueViolation, psycopg.errors.TransactionRollback)
 
 
 def connect(url: str, *, autocommit: bool = False, timeout_ms: int | None = None) -> Any:
@@ -168,20 +172,9 @@ class PgStore:
         finished: list[str] = []
         try:
             for fn, _, _ in batch:
-                # a write that fails gives back the sequence numbers it took
-                taken = self._sequence.mark()
-                txn = PgTaskTxn(conn, slot=self._slot, sequence=self._sequence, writable=True)
-                try:
-                    with conn.transaction():  # a SAVEPOINT inside the group's transaction
-                        value = fn(txn)
-                        txn.flush()
-                except psycopg.OperationalError:
-                    raise
-                except Exception as exc:
-                    self._sequence.give_back(taken)
-                    outcomes.append((False, exc))
-                else:
-                    outcomes.append((True, value))
+                outcome, txn = self._apply_one(conn, fn)
+                outcomes.append(outcome)
+                if txn is not None:
                     ready |= txn.ready_queues
                     finished += txn.finished_ids
             for payload in _notify_payloads(self.store_id, ready, finished):
@@ -195,6 +188,31 @@ class PgStore:
             self._drop_writer()
             raise
         return outcomes
+
+    def _apply_one(self, conn: Any, fn: Callable[[Any], Any]) -> tuple[Outcome, PgTaskTxn | None]:
+        """Run one write function in a SAVEPOINT (rolled back alone if it raises), once
+        more after a conflict with another broker. A write that fails gives back the
+        sequence numbers it took. Returns its outcome and, if it succeeded, its txn."""
+        for attempt in (1, 2):
+            taken = self._sequence.mark()
+            txn = PgTaskTxn(conn, slot=self._slot, sequence=self._sequence, writable=True)
+            try:
+                with conn.transaction():  # a SAVEPOINT inside the group's transaction
+                    value = fn(txn)
+                    txn.flush()
+            except _CONFLICTS as exc:
+                self._sequence.give_back(taken)
+                if attempt == 2:
+                    message = f"another broker wrote the same rows: {_one_line(exc)}"
+                    return (False, WriteConflict(message)), None
+            except psycopg.OperationalError:
+                raise  # the connection is gone: the whole group fails (apply_group)
+            except Exception as exc:
+                self._sequence.give_back(taken)
+                return (False, exc), None
+            else:
+                return (True, value), txn
+        raise AssertionError("unreachable")
 
     def _drop_writer(self) -> None:
         with contextlib.suppress(Exception):
