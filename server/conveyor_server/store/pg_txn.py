@@ -10,7 +10,6 @@ same row; READ COMMITTED re-checks the WHERE clause on a row it waited for.
 from __future__ import annotations
 
 import copy
-
 from typing import Any
 
 from conveyor_server.core.errors import LeaseLost
