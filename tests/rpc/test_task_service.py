@@ -60,6 +60,7 @@ def test_server_made_ids_are_time_ordered(stubs, queue):
     ],
 )
 def test_enqueue_rejects_bad_fields_naming_them(stubs, queue, fields, named):
+    fields = dict(fields)  # the parameter is shared by the lmdb and postgres runs
     kind = fields.pop("kind", "job")
     task_queue = fields.pop("queue", queue)
     request = task_service_pb2.EnqueueRequest(task=spec(task_queue, kind, **fields))
