@@ -9,6 +9,7 @@ same row; READ COMMITTED re-checks the WHERE clause on a row it waited for.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from conveyor_server.core.errors import LeaseLost
@@ -160,7 +161,9 @@ class PgTaskTxn:
             self._rows[task_id] = record.decode(bytes(data), bytes(payload))
 
     def get_task(self, task_id: str) -> Task | None:
-        task = self._rows.pop(task_id, None)
+        """A copy of the cached row: a batch naming one big task 1,000 times (duplicates)
+        reads its row once, not 1,000 times (it was 30 s for a 2 MiB row)."""
+        task = self._rows.get(task_id)
         if task is None:
             lock = " FOR UPDATE" if self._writable else ""
             row = self._exec(
@@ -168,8 +171,8 @@ class PgTaskTxn:
             ).fetchone()
             if row is None:
                 return None
-            task = record.decode(bytes(row[0]), bytes(row[1]))
-        return self._remember(task)
+            task = self._rows[task_id] = record.decode(bytes(row[0]), bytes(row[1]))
+        return self._remember(copy.copy(task))
 
     def put_task(self, task: Task, *, is_new: bool = False) -> None:
         self._check_writable()
@@ -207,6 +210,7 @@ class PgTaskTxn:
                 self._delta((queue, int(state)), -1)
                 self._delta(counted, +1)
         self._remember(task)
+        self._rows[task.id] = copy.copy(task)  # what a later get_task here must see
         if task.state is TaskState.READY:
             self.ready_queues.add(task.queue)
         elif task.state.is_final:
@@ -218,6 +222,7 @@ class PgTaskTxn:
             "DELETE FROM conveyor_tasks WHERE id = %s RETURNING queue, state", (task.id,)
         ).fetchone()
         self._loaded.pop(task.id, None)
+        self._rows.pop(task.id, None)
         if row is not None:
             self._delta((row[0], int(row[1])), -1)
 
