@@ -35,7 +35,7 @@ import psycopg
 from conveyor_server.core.errors import StoreSchemaError, StoreUnavailable, WriteConflict
 from conveyor_server.store import pg_schema
 from conveyor_server.store.group_commit import GroupCommitter, Outcome, Write
-from conveyor_server.store.pg_txn import PgTaskTxn, SequenceBlock
+from conveyor_server.store.pg_txn import PgTaskTxn, SequenceBlock, prepare_writer
 
 if TYPE_CHECKING:
     from conveyor_server.core.store import ChangeListener, TaskTxn
@@ -57,6 +57,17 @@ def connect(url: str, *, autocommit: bool = False, timeout_ms: int | None = None
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=3, options=options)
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"PostgreSQL is unavailable: {_one_line(exc)}") from exc
+
+
+def connect_writer(url: str) -> Any:
+    """The writer connection, prepared for batched writes (pg_txn.prepare_writer)."""
+    conn = connect(url)
+    try:
+        prepare_writer(conn)
+    except psycopg.OperationalError as exc:
+        conn.close()
+        raise StoreUnavailable(f"PostgreSQL is unavailable: {_one_line(exc)}") from exc
+    return conn
 
 
 def _one_line(exc: BaseException) -> str:
@@ -104,7 +115,7 @@ class PgStore:
         self._slot = zlib.crc32(self.store_id.encode()) % _SLOTS
         self._sequence = SequenceBlock()
         migrate(url)
-        self._writer: Any = connect(url)
+        self._writer: Any = connect_writer(url)
         self._reader: Any = connect(url, autocommit=True, timeout_ms=2000)
         self._read_lock = threading.Lock()
         self._closed = False
@@ -164,7 +175,7 @@ class PgStore:
 
     def apply_group(self, batch: list[Write]) -> list[Outcome]:
         if self._writer is None or self._writer.closed:
-            self._writer = connect(self.url)  # raises StoreUnavailable: the group fails
+            self._writer = connect_writer(self.url)  # raises StoreUnavailable: the group fails
         conn = self._writer
         outcomes: list[Outcome] = []
         group_taken = self._sequence.mark()

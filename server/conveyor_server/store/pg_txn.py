@@ -9,6 +9,7 @@ same row; READ COMMITTED re-checks the WHERE clause on a row it waited for.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from conveyor_server.core.errors import LeaseLost
@@ -40,29 +41,59 @@ _NEXT_SQL = {
     "retention": "SELECT min(remove_at_us) FROM conveyor_tasks WHERE remove_at_us IS NOT NULL",
 }
 _COLUMNS = "id, record, payload"
-_INSERT_MANY = (
-    "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, lease_token, "
-    "lease_expires_us, deadline_us, remove_at_us, record, id, payload) SELECT * FROM "
-    "unnest(%s::text[], %s::smallint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], "
-    "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::text[], %s::bytea[])"
+#: The columns of a buffered task row, in order (put_task builds the tuples), and their
+#: types for binary COPY. Several rows go by COPY: its rows are encoded in C, where
+#: array parameters (unnest) cost ~15 µs a row in Python (docs/performance.md).
+_ROW_COLUMNS = (
+    "queue, state, priority, run_at_us, sequence, lease_token, lease_expires_us, deadline_us, "
+    "remove_at_us, record, id"
 )
+_ROW_TYPES = ["text", "int2", "int4", "int8", "int8", "text", "int8", "int8", "int8", "bytea"]
+_COPY_INSERT = f"COPY conveyor_tasks ({_ROW_COLUMNS}, payload) FROM STDIN (FORMAT BINARY)"
+_INSERT_TYPES = [*_ROW_TYPES, "text", "bytea"]
+#: Updates of several rows: COPY them into this session's temp table (created once per
+#: writer connection by prepare_writer), tagged with a batch number, then one fenced
+#: UPDATE ... FROM it. ON COMMIT DELETE ROWS empties it at each commit.
+_WRITE_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS conveyor_write (batch bigint NOT NULL, queue text, "
+    "state smallint, priority integer, run_at_us bigint, sequence bigint, lease_token text, "
+    "lease_expires_us bigint, deadline_us bigint, remove_at_us bigint, record bytea, "
+    "id text, fence text) ON COMMIT DELETE ROWS"
+)
+_COPY_UPDATE = f"COPY conveyor_write (batch, {_ROW_COLUMNS}, fence) FROM STDIN (FORMAT BINARY)"
+_UPDATE_TYPES = ["int8", *_ROW_TYPES, "text", "text"]
+_SET_COLUMNS = (
+    "queue = u.queue, state = u.state, priority = u.priority, run_at_us = u.run_at_us, "
+    "sequence = u.sequence, lease_token = u.lease_token, lease_expires_us = u.lease_expires_us, "
+    "deadline_us = u.deadline_us, remove_at_us = u.remove_at_us, record = u.record"
+)
+_FENCE = f"(u.fence IS NULL OR (t.state = {int(TaskState.LEASED)} AND t.lease_token = u.fence))"
 _UPDATE = (
-    "UPDATE conveyor_tasks t SET queue = u.queue, state = u.state, priority = u.priority, "
-    "run_at_us = u.run_at_us, sequence = u.sequence, lease_token = u.lease_token, "
-    "lease_expires_us = u.lease_expires_us, deadline_us = u.deadline_us, "
-    "remove_at_us = u.remove_at_us, record = u.record "
-    "FROM unnest(%s::text[], %s::smallint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], "
-    "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::text[], %s::text[]) AS u(queue, "
-    "state, priority, run_at_us, sequence, lease_token, lease_expires_us, deadline_us, "
-    f"remove_at_us, record, id, fence) WHERE t.id = u.id AND (u.fence IS NULL OR "
-    f"(t.state = {int(TaskState.LEASED)} AND t.lease_token = u.fence)) RETURNING t.id"
+    f"UPDATE conveyor_tasks t SET {_SET_COLUMNS} FROM conveyor_write u "
+    f"WHERE u.batch = %s AND t.id = u.id AND {_FENCE} RETURNING t.id"
 )
+#: One row: the same fenced UPDATE with the values as parameters (one round trip).
+_UPDATE_ONE = (
+    f"UPDATE conveyor_tasks t SET {_SET_COLUMNS} FROM (VALUES (%s::text, %s::smallint, "
+    "%s::integer, %s::bigint, %s::bigint, %s::text, %s::bigint, %s::bigint, %s::bigint, "
+    "%s::bytea, %s::text, %s::text)) AS u(queue, state, priority, run_at_us, sequence, "
+    "lease_token, lease_expires_us, deadline_us, remove_at_us, record, id, fence) "
+    f"WHERE t.id = u.id AND {_FENCE} RETURNING t.id"
+)
+_BATCHES = itertools.count(1)
 _INSERT = (
     "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, lease_token, "
     "lease_expires_us, deadline_us, remove_at_us, record, id, payload) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _SEQUENCE_BLOCK = 1000  # conveyor_sequence INCREMENT BY: one nextval per 1000 tasks
+
+
+def prepare_writer(conn: Any) -> None:
+    """Make a new writer connection ready: its session's temp table for batched updates.
+    (Session state, like LISTEN: the store needs direct or session-pooled connections.)"""
+    conn.execute(_WRITE_TABLE)
+    conn.commit()
 
 
 def _us(seconds: float | None) -> int | None:
@@ -122,21 +153,31 @@ class PgTaskTxn:
         for row in rows:  # the same task twice: the last write wins, the first fence holds
             earlier = latest.get(row[10])
             latest[row[10]] = row if earlier is None else (*row[:11], earlier[11])
-        columns = [list(column) for column in zip(*latest.values(), strict=True)]
-        done = self._conn.execute(_UPDATE, columns).fetchall()
+        if len(latest) == 1:
+            done = self._conn.execute(_UPDATE_ONE, next(iter(latest.values()))).fetchall()
+        else:
+            batch = next(_BATCHES)
+            with self._conn.cursor() as cursor:
+                with cursor.copy(_COPY_UPDATE) as copy:
+                    copy.set_types(_UPDATE_TYPES)
+                    for row in latest.values():
+                        copy.write_row((batch, *row))
+                done = cursor.execute(_UPDATE, (batch,)).fetchall()
         if len(done) != len(latest):
             lost = sorted(set(latest) - {r[0] for r in done})
             raise LeaseLost(f"task {lost[0]}: its lease changed in another transaction")
 
     def _flush_inserts(self) -> None:
-        """New tasks are buffered and sent as one INSERT ... SELECT FROM unnest before the
-        next statement and at the end of the write function (one round trip)."""
+        """New tasks are buffered and sent before the next statement and at the end of the
+        write function: one INSERT, or one binary COPY for several."""
         rows, self._inserts = self._inserts, []
         if len(rows) == 1:
             self._conn.execute(_INSERT, rows[0])
-        else:  # one statement: the columns as arrays (faster than a pipelined executemany)
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            self._conn.execute(_INSERT_MANY, columns)
+        else:  # a duplicate id fails the COPY like the INSERT: UniqueViolation
+            with self._conn.cursor() as cursor, cursor.copy(_COPY_INSERT) as copy:
+                copy.set_types(_INSERT_TYPES)
+                for row in rows:
+                    copy.write_row(row)
 
     def _check_writable(self) -> None:
         if not self._writable:
