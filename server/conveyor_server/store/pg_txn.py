@@ -320,16 +320,17 @@ class PgTaskTxn:
         return block.next
 
     def flush(self) -> None:
-        """Send buffered inserts, then the summed count changes: one upsert per (queue,
-        state) into this store's slot."""
+        """Send buffered inserts, then the summed count changes: one upsert statement for
+        every (queue, state) changed, into this store's slot (rows in key order)."""
         self._flush_writes()
-        deltas = [(k, n) for k, n in self._count_deltas.items() if n]
+        deltas = sorted((k, n) for k, n in self._count_deltas.items() if n)
         self._count_deltas = {}
-        for (queue, state), n in sorted(deltas):
+        if deltas:
+            rows = ", ".join(["(%s, %s, %s, %s)"] * len(deltas))
             self._exec(
-                "INSERT INTO conveyor_counts VALUES (%s, %s, %s, %s) ON CONFLICT "
+                f"INSERT INTO conveyor_counts VALUES {rows} ON CONFLICT "
                 "(slot, queue, state) DO UPDATE SET n = conveyor_counts.n + EXCLUDED.n",
-                (self._slot, queue, state, n),
+                [v for (queue, state), n in deltas for v in (self._slot, queue, state, n)],
             )
 
     # -- schedules -------------------------------------------------------------
