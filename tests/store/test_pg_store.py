@@ -93,6 +93,31 @@ def test_a_batched_write_with_one_lease_taken_over_rolls_back_whole(two_stores, 
     assert states.count(TaskState.SUCCEEDED) == 4 and states[3] is TaskState.LEASED
 
 
+def test_deletes_go_in_one_statement_and_keep_the_write_order(pg_url, make_task):
+    """Retention's deletes are buffered into one DELETE ... WHERE id = ANY: the counts
+    follow, a read in between sees them gone, and a task put again after its delete
+    (same write) is there afterwards."""
+    store = PgStore(pg_url)
+    try:
+        done = [make_task(id=f"d{n}", state=TaskState.SUCCEEDED, finished_at=NOW) for n in range(6)]
+        _put_all(store, [*done, make_task(id="keep")])
+
+        def retention(txn: Any) -> int | None:
+            for task in done:
+                txn.delete_task(task)
+            seen = txn.get_task("d0")  # a read flushes the deletes first
+            txn.put_task(make_task(id="d5"), is_new=True)  # again, READY this time
+            return None if seen is None else 1
+
+        assert store.write(retention).result(timeout=10) is None
+        ids = store.read(lambda txn: [t.id for t in txn.scan_tasks("", 10)])
+        assert ids == ["d5", "keep"]
+        depth = store.read(lambda txn: txn.queue_depths())
+        assert depth[0].counts == {TaskState.READY: 2}
+    finally:
+        store.close()
+
+
 def test_two_stores_never_lease_the_same_task(two_stores, make_task):
     a, b = two_stores
     _put_all(a, [make_task(id=f"t{n:04d}") for n in range(400)])

@@ -81,6 +81,17 @@ _UPDATE_ONE = (
     f"WHERE t.id = u.id AND {_FENCE} RETURNING t.id"
 )
 _BATCHES = itertools.count(1)
+#: The oldest READY run time of a queue without reading all its READY rows: the ready index
+#: is ordered by priority first, so skip from one priority to the next (a recursive CTE)
+#: and take each one's earliest run time: O(priorities x log n), not O(n).
+_READY_ROWS = f"FROM conveyor_tasks WHERE queue = %(queue)s AND state = {_R}"
+_OLDEST_READY = (
+    f"WITH RECURSIVE p(priority) AS ((SELECT priority {_READY_ROWS} ORDER BY priority DESC "
+    f"LIMIT 1) UNION ALL SELECT (SELECT priority {_READY_ROWS} AND priority < p.priority "
+    "ORDER BY priority DESC LIMIT 1) FROM p WHERE p.priority IS NOT NULL) "
+    f"SELECT min((SELECT run_at_us {_READY_ROWS} AND priority = p.priority ORDER BY "
+    "priority DESC, run_at_us LIMIT 1)) FROM p WHERE p.priority IS NOT NULL"
+)
 _INSERT = (
     "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, lease_token, "
     "lease_expires_us, deadline_us, remove_at_us, record, id, payload) "
@@ -133,13 +144,18 @@ class PgTaskTxn:
         self.finished_ids: list[str] = []
         self._inserts: list[tuple[Any, ...]] = []
         self._updates: list[tuple[Any, ...]] = []
+        self._deletes: list[str] = []  # ids: one DELETE ... WHERE id = ANY at flush
 
     def _exec(self, sql: str, params: Any = None) -> Any:
-        if self._inserts or self._updates:
+        if self._inserts or self._updates or self._deletes:
             self._flush_writes()
         return self._conn.execute(sql, params)
 
     def _flush_writes(self) -> None:
+        # Deletes pending means no puts pending (each kind flushes the other before it
+        # buffers), so this order keeps the write function's order.
+        if self._deletes:
+            self._flush_deletes()
         if self._inserts:
             self._flush_inserts()
         if self._updates:
@@ -214,6 +230,8 @@ class PgTaskTxn:
 
     def put_task(self, task: Task, *, is_new: bool = False) -> None:
         self._check_writable()
+        if self._deletes:
+            self._flush_deletes()
         counted = (task.queue, int(task.state))
         values = (
             task.queue,
@@ -254,13 +272,21 @@ class PgTaskTxn:
             self.finished_ids.append(task.id)
 
     def delete_task(self, task: Task) -> None:
+        """Buffered: retention's batch of deletes goes as one statement at flush."""
         self._check_writable()
-        row = self._exec(
-            "DELETE FROM conveyor_tasks WHERE id = %s RETURNING queue, state", (task.id,)
-        ).fetchone()
+        if self._inserts or self._updates:
+            self._flush_writes()
+        self._deletes.append(task.id)
         self._loaded.pop(task.id, None)
-        if row is not None:
-            self._delta((row[0], int(row[1])), -1)
+        self._rows.pop(task.id, None)
+
+    def _flush_deletes(self) -> None:
+        ids, self._deletes = self._deletes, []
+        rows = self._conn.execute(
+            "DELETE FROM conveyor_tasks WHERE id = ANY(%s) RETURNING queue, state", (ids,)
+        ).fetchall()
+        for queue, state in rows:
+            self._delta((queue, int(state)), -1)
 
     def _delta(self, key: tuple[str, int], n: int) -> None:
         self._count_deltas[key] = self._count_deltas.get(key, 0) + n
@@ -385,10 +411,7 @@ class PgTaskTxn:
             depth.counts[TaskState(state)] = int(n)
         for depth in depths.values():
             if depth.counts.get(TaskState.READY):
-                row = self._exec(
-                    f"SELECT min(run_at_us) FROM conveyor_tasks WHERE queue = %s AND state = {_R}",
-                    (depth.queue,),
-                ).fetchone()
+                row = self._exec(_OLDEST_READY, {"queue": depth.queue}).fetchone()
                 depth.oldest_ready_at = row[0] / 1_000_000 if row[0] is not None else None
         return [depths[name] for name in sorted(depths)]
 
