@@ -1,9 +1,10 @@
 """PostgreSQL itself crashes (`pg_ctl stop -m immediate`) and comes back, under load on two
-brokers. While it is down every probe on either broker answers UNAVAILABLE, promptly (not
-INTERNAL, not a hang); once it is back both brokers serve again without a restart of
-their own, and nothing acknowledged is lost (the ledger: lost, resurrected, twice and
-unexpected all 0). The server runs with fsync on: an immediate stop is a crash, and an
-acknowledged commit must survive it. CI: 2 outages; CONVEYOR_LONG_TESTS=1: 10.
+brokers. While it is down every probe on either broker (a write, a read, a Lease) answers
+UNAVAILABLE, promptly: not INTERNAL, not a hang, not an empty answer. Once it is back both
+brokers serve again without a restart of their own, and nothing acknowledged is lost (the
+ledger: lost, resurrected, twice and unexpected all 0). The server runs with fsync on: an
+immediate stop is a crash, and an acknowledged commit must survive it. CI: 2 outages;
+CONVEYOR_LONG_TESTS=1: 10.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
+from conveyor.v1 import (
+    task_pb2,
+    task_service_pb2,
+    task_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
 from conveyor_server.testing.postgres import PostgresServer
 from tests.conftest import require_postgres
 from tests.reliability.conftest import ClusterFactory
@@ -31,17 +38,29 @@ DOWN_SECONDS = 3.0
 PROMPT_SECONDS = 4.0  # a probe answers within this while PostgreSQL is down
 
 
-def _probe(address: str, n: int) -> tuple[str, float]:
-    """One Enqueue: its status code name and how long the answer took."""
-    stub = task_service_pb2_grpc.TaskServiceStub(channel(address))
-    spec = task_pb2.TaskSpec(id=f"probe-{address}-{n}", queue="probe", kind="job")
-    started = time.monotonic()
-    try:
-        stub.Enqueue(task_service_pb2.EnqueueRequest(task=spec), timeout=10)
-        code = "OK"
-    except grpc.RpcError as exc:
-        code = exc.code().name
-    return code, time.monotonic() - started
+def _probe(address: str, n: int) -> list[tuple[str, float]]:
+    """An Enqueue (a write), a GetTask (a read) and a Lease without a wait: each call's
+    status code name and how long its answer took."""
+    conn = channel(address)
+    tasks = task_service_pb2_grpc.TaskServiceStub(conn)
+    workers = worker_service_pb2_grpc.WorkerServiceStub(conn)
+    spec = task_pb2.TaskSpec(id=f"probe-{n}", queue="probe", kind="job")
+    calls = [
+        lambda: tasks.Enqueue(task_service_pb2.EnqueueRequest(task=spec), timeout=10),
+        lambda: tasks.GetTask(task_service_pb2.GetTaskRequest(task_id="0-0"), timeout=10),
+        lambda: workers.Lease(worker_service_pb2.LeaseRequest(queues=["probe"]), timeout=10),
+    ]
+    answers = []
+    for call in calls:
+        started = time.monotonic()
+        try:
+            call()
+            code = "OK"
+        except grpc.RpcError as exc:
+            code = exc.code().name
+        answers.append((code, time.monotonic() - started))
+    conn.close()
+    return answers
 
 
 def _wait_serving(address: str, timeout: float) -> float:
@@ -49,7 +68,7 @@ def _wait_serving(address: str, timeout: float) -> float:
     n = 0
     while time.monotonic() - started < timeout:
         n += 1
-        if _probe(address, 10_000 + n)[0] == "OK":
+        if _probe(address, 10_000 + n)[0][0] == "OK":
             return time.monotonic() - started
         time.sleep(0.1)
     raise AssertionError(f"{address} did not serve again within {timeout} s")
@@ -88,9 +107,9 @@ def test_postgres_crash_under_load_answers_unavailable_then_loses_nothing(
             while time.monotonic() < down_until:
                 for broker in brokers:
                     n += 1
-                    code, took = _probe(broker.address, n)
-                    codes[code] += 1
-                    slowest = max(slowest, took)
+                    for code, took in _probe(broker.address, n):
+                        codes[code] += 1
+                        slowest = max(slowest, took)
                 time.sleep(0.1)
             crashable_postgres.start()
             recoveries += [_wait_serving(b.address, timeout=30) for b in brokers]
