@@ -40,7 +40,7 @@ Arrivals = queue.SimpleQueue[tuple[str, float]]
 def _lease_worker(address: str, name: str, arrivals: Arrivals, stop: threading.Event) -> None:
     stub = worker_service_pb2_grpc.WorkerServiceStub(channel(address))
     request = worker_service_pb2.LeaseRequest(
-        queues=[name], max_tasks=1, wait=_duration(2.0), lease_duration=_duration(60)
+        queues=[name], max_tasks=1, wait=_duration(2.0), lease_duration=_duration(600)
     )
     while not stop.is_set():
         for task in stub.Lease(request, timeout=5).tasks:
@@ -52,7 +52,7 @@ def _stream_worker(address: str, name: str, arrivals: Arrivals, stop: threading.
     outbox: queue.SimpleQueue[worker_service_pb2.StreamWorkRequest | None] = queue.SimpleQueue()
     outbox.put(
         worker_service_pb2.StreamWorkRequest(
-            open=worker_service_pb2.StreamWorkOpen(queues=[name], lease_duration=_duration(60)),
+            open=worker_service_pb2.StreamWorkOpen(queues=[name], lease_duration=_duration(600)),
             credits=1,
         )
     )
