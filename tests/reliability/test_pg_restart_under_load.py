@@ -1,10 +1,11 @@
 """PostgreSQL itself crashes (`pg_ctl stop -m immediate`) and comes back, under load on two
 brokers. While it is down every probe on either broker (a write, a read, a Lease) answers
 UNAVAILABLE, promptly: not INTERNAL, not a hang, not an empty answer. Once it is back both
-brokers serve again without a restart of their own, and nothing acknowledged is lost (the
-ledger: lost, resurrected, twice and unexpected all 0). The server runs with fsync on: an
-immediate stop is a crash, and an acknowledged commit must survive it. CI: 2 outages;
-CONVEYOR_LONG_TESTS=1: 10.
+brokers serve again without a restart of their own, nothing acknowledged is lost (the
+ledger: lost, resurrected, twice and unexpected all 0), and a worker parked on one broker
+still wakes for a task enqueued on the other (the LISTEN connections came back). The
+server runs with fsync on: an immediate stop is a crash, and an acknowledged commit must
+survive it. CI: 2 outages; CONVEYOR_LONG_TESTS=1: 10.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.reliability.ledger import Ledger, count
 from tests.reliability.load import Load, channel, read_back
 from tests.reliability.sizes import pick
 from tests.reliability.test_broker_sigkill import LEASE_SECONDS, _drain
+from tests.reliability.test_pg_cross_broker_wakeup import latencies, lease_worker, stream_worker
 
 pytestmark = pytest.mark.postgres
 
@@ -121,11 +123,17 @@ def test_postgres_crash_under_load_answers_unavailable_then_loses_nothing(
         for load in loads:
             load.stop()
     counts = count(ledger, read_back(brokers[1].address, ledger.ids()))
+    # the LISTEN connections came back too: parked workers on one broker still wake up
+    # for tasks enqueued on the other
+    a, b = (x.address for x in brokers)
+    woken = latencies(a, b, "after-lease", lease_worker, rounds=20)
+    woken += latencies(b, a, "after-stream", stream_worker, rounds=20)
     with capsys.disabled():
         print(
             f"\nPostgreSQL crashed {OUTAGES}x under load: probes while down {dict(codes)}, "
             f"slowest answer {slowest:.2f} s, serving again after "
-            f"{max(recoveries):.2f} s at most; {counts.line()}"
+            f"{max(recoveries):.2f} s at most; {counts.line()}; wake-ups after: "
+            f"max {max(woken) * 1000:.0f} ms"
         )
     errors = loads[0].errors + loads[1].errors
     assert not errors, errors
@@ -133,6 +141,7 @@ def test_postgres_crash_under_load_answers_unavailable_then_loses_nothing(
     assert slowest < PROMPT_SECONDS
     assert all(b.process is not None and b.process.poll() is None for b in brokers)
     assert counts.tasks > 200
+    assert max(woken) < 1.0, sorted(woken)[-5:]
     assert counts.lost == [], counts.lost[:20]
     assert counts.resurrected == [], counts.resurrected[:20]
     assert counts.twice == [], counts.twice[:20]
