@@ -233,6 +233,28 @@ def test_a_notify_from_another_store_reaches_the_listener(two_stores, make_task)
     assert listener.ready == ["q1"] and listener.finished == ["n2"]
 
 
+def test_a_task_leaving_leased_on_another_store_reports_a_freed_slot(two_stores, make_task):
+    a, b = two_stores
+    _put_all(a, [make_task(id="held", queue="lim", state=TaskState.LEASED, lease_token="t",
+                           lease_expires_at=NOW + 60)])  # fmt: skip
+
+    def finish(txn: Any) -> None:
+        task = txn.get_task("held")
+        txn.put_task(replace(task, state=TaskState.SUCCEEDED, finished_at=NOW, lease_token=""))
+
+    async def main() -> _Listener:
+        listener = _Listener()
+        b.watch(listener)
+        await asyncio.sleep(0.3)  # LISTEN in place
+        await asyncio.to_thread(lambda: a.write(finish).result(timeout=10))
+        await asyncio.wait_for(listener.event.wait(), 5)
+        await asyncio.sleep(0.2)
+        return listener
+
+    listener = asyncio.run(main())
+    assert listener.freed == ["lim"] and listener.finished == ["held"]
+
+
 def test_postgres_down_answers_unavailable_then_the_store_reconnects(make_task):
     from conveyor_server.core.errors import StoreUnavailable
     from conveyor_server.testing.postgres import PostgresServer
