@@ -341,6 +341,16 @@ class PgTaskTxn:
         rows = self._exec(_READY_KEYS, {"q": queue, "after": after, "limit": limit}).fetchall()
         return [row[0] for row in rows]
 
+    def ready_heads(self, queue: str, after: str, limit: int) -> list[tuple[str, str]]:
+        """Each key's first task through ready_task_ids, so a write locks it SKIP LOCKED
+        (a key whose READY tasks another broker holds locked is left out)."""
+        heads = []
+        for key in self.ready_keys(queue, after, limit):
+            ids = self.ready_task_ids(queue, 1, key)
+            if ids:
+                heads.append((key, ids[0]))
+        return heads
+
     def leased_count(self, queue: str, concurrency_key: str | None = None) -> int:
         """The queue's: its count shards plus this write's changes; a key's: a count over
         the small partial index of LEASED keyed tasks (this write's rows already sent)."""
@@ -367,26 +377,16 @@ class PgTaskTxn:
         return int(row[0])
 
     def keyed_queues(self) -> list[str]:
-        """Queues with READY or LEASED keyed tasks: one seek per queue that has any."""
-        candidates = [
-            row[0]
-            for row in self._exec(
-                f"SELECT DISTINCT queue FROM conveyor_counts WHERE state IN ({_R}, {_L})"
-            ).fetchall()
-        ]
-        found = []
-        for queue in sorted(candidates):
-            if self.ready_keys(queue, "", 1):
-                found.append(queue)
-                continue
-            row = self._exec(
-                f"SELECT 1 FROM conveyor_tasks WHERE queue = %s AND state = {_L} "
-                "AND concurrency_key <> '' LIMIT 1",
-                (queue,),
-            ).fetchone()
-            if row is not None:
-                found.append(queue)
-        return found
+        """Queues with READY or LEASED keyed tasks: one statement, two index seeks per
+        queue that holds READY or LEASED tasks at all."""
+        rows = self._exec(
+            "SELECT q.queue FROM (SELECT DISTINCT queue FROM conveyor_counts WHERE state IN "
+            f"({_R}, {_L})) q WHERE EXISTS (SELECT 1 FROM conveyor_tasks t WHERE "
+            f"t.queue = q.queue AND t.state = {_R} AND t.concurrency_key > '') OR EXISTS "
+            f"(SELECT 1 FROM conveyor_tasks t WHERE t.queue = q.queue AND t.state = {_L} "
+            "AND t.concurrency_key <> '') ORDER BY q.queue"
+        ).fetchall()
+        return [row[0] for row in rows]
 
     def due_task_ids(self, index: str, now: float, limit: int) -> list[str]:
         sql = _DUE_SQL[index]
