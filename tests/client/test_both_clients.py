@@ -230,6 +230,17 @@ def test_queue_admin_round_trip(api):
     assert "both-worker" in {w.id for w in api.list_workers()}
 
 
+def test_update_queue_sends_only_the_given_fields(api):
+    q = queue()
+    with pytest.raises(errors.InvalidArgument, match="burst"):
+        api.update_queue(q, burst=-1)
+    try:
+        info = api.update_queue(q, concurrency=2)
+    except errors.Unimplemented:
+        return  # the server side lands separately (flow control, step 2)
+    assert info.limits.concurrency == 2 and info.limits.rate == 0
+
+
 def test_a_closed_client_raises_unavailable(shared_broker):
     with Client(shared_broker.address) as client:
         pass

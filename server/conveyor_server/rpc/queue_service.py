@@ -47,6 +47,12 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         queue_codec.fill_queue(response.queue, await self._ops.resume(request.name))
         return response
 
+    async def UpdateQueue(
+        self, request: pb2.UpdateQueueRequest, context: _Ctx
+    ) -> pb2.UpdateQueueResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "UpdateQueue: not yet")
+        raise AssertionError("unreachable")  # abort raises
+
     async def PurgeQueue(
         self, request: pb2.PurgeQueueRequest, context: _Ctx
     ) -> pb2.PurgeQueueResponse:
