@@ -50,8 +50,10 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     async def UpdateQueue(
         self, request: pb2.UpdateQueueRequest, context: _Ctx
     ) -> pb2.UpdateQueueResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "UpdateQueue: not yet")
-        raise AssertionError("unreachable")  # abort raises
+        change = queue_codec.update_from_pb(request)
+        response = pb2.UpdateQueueResponse()
+        queue_codec.fill_queue(response.queue, await self._ops.update(request.name, change))
+        return response
 
     async def PurgeQueue(
         self, request: pb2.PurgeQueueRequest, context: _Ctx

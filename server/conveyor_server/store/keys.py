@@ -3,6 +3,10 @@
 tasks      id                                              -> Task record (store/record.py)
 payloads   id                                              -> payload bytes (written once)
 ready      queue 0x00 | 0x7fffffff-priority u32 | run_at_us u64 | sequence u64 -> id
+           (READY tasks without a concurrency_key only)
+keyed      queue 0x00 | key 0x00 | 0x7fffffff-priority u32 | run_at_us u64 | sequence u64 -> id
+           (READY tasks with a concurrency_key; a key holds no NUL: core/validation.py)
+keyleased  queue 0x00 | key                                -> u64 LEASED tasks with that key
 scheduled  run_at_us u64 | sequence u64                    -> id
 leases     lease_expires_at_us u64 | id                    -> b""
 deadlines  deadline_us u64 | id                            -> b""   (SCHEDULED/READY only)
@@ -11,6 +15,7 @@ unique     queue 0x00 | unique_key                         -> id
 counts     queue 0x00 | state u8                           -> u64 tasks (never 0: deleted)
 meta       b"schema_version" -> u64, b"sequence" -> u64,
            b"paused" 0x00 | queue -> b""                   (paused queues only)
+           b"flow" 0x00 | queue -> flow record (store/flow_record.py; queues with limits)
 schedules  b"n" | name                            -> Schedule record (store/schedule_record.py)
            b"t" | next_fire_time_us u64 | name             -> b""   (active schedules only)
 """
@@ -49,6 +54,20 @@ def ready_key(task: Task) -> bytes:
     )
 
 
+def keyed_prefix(queue: str, concurrency_key: str) -> bytes:
+    return queue.encode() + b"\x00" + concurrency_key.encode() + b"\x00"
+
+
+def keyed_ready_key(task: Task) -> bytes:
+    return keyed_prefix(task.queue, task.concurrency_key) + _READY.pack(
+        _PRIORITY_BIAS - task.priority, micros(task.run_at), task.sequence
+    )
+
+
+def key_count_key(queue: str, concurrency_key: str) -> bytes:
+    return queue.encode() + b"\x00" + concurrency_key.encode()
+
+
 def ready_key_run_at(key: bytes, prefix_length: int) -> float:
     """The run time in a ready key whose queue prefix is `prefix_length` bytes."""
     return _U64.unpack_from(key, prefix_length + 4)[0] / 1_000_000
@@ -84,7 +103,10 @@ def index_entries(task: Task) -> set[tuple[str, bytes, bytes]]:
     state = task.state
     entries: set[tuple[str, bytes, bytes]] = set()
     if state is TaskState.READY:
-        entries.add(("ready", ready_key(task), tid))
+        if task.concurrency_key:
+            entries.add(("keyed", keyed_ready_key(task), tid))
+        else:
+            entries.add(("ready", ready_key(task), tid))
     elif state is TaskState.SCHEDULED:
         entries.add(("scheduled", scheduled_key(task), tid))
     elif state is TaskState.LEASED and task.lease_expires_at is not None:
@@ -114,6 +136,13 @@ PAUSED_PREFIX = b"paused\x00"
 
 def paused_key(queue: str) -> bytes:
     return PAUSED_PREFIX + queue.encode()
+
+
+FLOW_PREFIX = b"flow\x00"
+
+
+def flow_key(queue: str) -> bytes:
+    return FLOW_PREFIX + queue.encode()
 
 
 def pack_u64(value: int) -> bytes:

@@ -25,6 +25,10 @@ T = TypeVar("T")
 _Loaded = tuple[set[tuple[str, bytes, bytes]], tuple[str, TaskState] | None]
 #: Distinct priorities `queue_depths` seeks past to find a queue's oldest READY task.
 _OLDEST_READY_SEEKS = 32
+#: Keys of a queue `queue_depths` looks into for its oldest READY keyed task (past that,
+#: the oldest of those seen: a scrape stays O(queues), whatever the number of keys).
+_OLDEST_READY_KEYS = 32
+_OLDEST_KEY_SEEKS = 4
 
 
 class KvTaskTxn(KvQueueVerbs):
@@ -42,6 +46,8 @@ class KvTaskTxn(KvQueueVerbs):
         self._sequence: int | None = None
         self._is_sequence_dirty = False
         self._count_deltas: dict[tuple[str, TaskState], int] = {}
+        #: LEASED tasks per (queue, concurrency_key), summed like the counts; keyed only
+        self._key_deltas: dict[tuple[str, str], int] = {}
 
     def get_task(self, task_id: str) -> Task | None:
         data = self._kv.get("tasks", task_id.encode())
@@ -70,6 +76,8 @@ class KvTaskTxn(KvQueueVerbs):
             for db, key, value in new:
                 kv.put(db, key, value)
             deltas[counted] = deltas.get(counted, 0) + 1
+            if task.concurrency_key and task.state is TaskState.LEASED:
+                self._key_delta(task, +1)
         else:
             loaded = self._loaded.get(task.id)
             if loaded is None:
@@ -90,6 +98,10 @@ class KvTaskTxn(KvQueueVerbs):
                 if was_counted is not None:
                     deltas[was_counted] = deltas.get(was_counted, 0) - 1
                 deltas[counted] = deltas.get(counted, 0) + 1
+                if task.concurrency_key:  # the key never changes; its LEASED count may
+                    was_leased = was_counted is not None and was_counted[1] is TaskState.LEASED
+                    if was_leased != (task.state is TaskState.LEASED):
+                        self._key_delta(task, -1 if was_leased else +1)
         kv.put("tasks", task_key, record.encode(task))
         self._loaded[task.id] = (new, counted)
 
@@ -103,12 +115,66 @@ class KvTaskTxn(KvQueueVerbs):
         self._kv.delete("payloads", task.id.encode())
         deltas = self._count_deltas
         deltas[counted] = deltas.get(counted, 0) - 1
+        if task.concurrency_key and counted[1] is TaskState.LEASED:
+            self._key_delta(task, -1)
 
-    def ready_task_ids(self, queue: str, limit: int) -> list[str]:
-        """READY tasks of a queue in lease order: priority, run time, sequence."""
+    def _key_delta(self, task: Task, n: int) -> None:
+        at = (task.queue, task.concurrency_key)
+        self._key_deltas[at] = self._key_deltas.get(at, 0) + n
+
+    def ready_task_ids(self, queue: str, limit: int, concurrency_key: str = "") -> list[str]:
+        """READY tasks of a queue with exactly this key ("": none) in lease order:
+        priority, run time, sequence."""
+        if concurrency_key:
+            prefix = keys.keyed_prefix(queue, concurrency_key)
+            db = "keyed"
+        else:
+            prefix = keys.queue_prefix(queue)
+            db = "ready"
+        end = prefix[:-1] + b"\x01"
+        return [v.decode() for _, v in self._kv.scan(db, prefix, end, limit)]
+
+    def ready_keys(self, queue: str, after: str, limit: int) -> list[str]:
+        """Distinct keys (never "") with READY tasks, past `after`, in key order: one seek
+        per key (a skip scan of the keyed index)."""
         prefix = keys.queue_prefix(queue)
         end = prefix[:-1] + b"\x01"
-        return [v.decode() for _, v in self._kv.scan("ready", prefix, end, limit)]
+        start = prefix + after.encode() + b"\x01" if after else prefix
+        found: list[str] = []
+        while len(found) < limit:
+            items = self._kv.scan("keyed", start, end, 1)
+            if not items:
+                break
+            rest = items[0][0][len(prefix) :]
+            name = rest[: rest.index(b"\x00")]
+            found.append(name.decode())
+            start = prefix + name + b"\x01"  # past every entry of this key
+        return found
+
+    def leased_count(self, queue: str, concurrency_key: str | None = None) -> int:
+        """LEASED tasks of the queue (None) or of one key, changes of this write included."""
+        if concurrency_key is None:
+            at = (queue, TaskState.LEASED)
+            data = self._kv.get("counts", keys.count_key(queue, TaskState.LEASED))
+            pending = self._count_deltas.get(at, 0)
+        else:
+            data = self._kv.get("keyleased", keys.key_count_key(queue, concurrency_key))
+            pending = self._key_deltas.get((queue, concurrency_key), 0)
+        return (keys.unpack_u64(data) if data is not None else 0) + pending
+
+    def keyed_queues(self) -> list[str]:
+        """Queues holding READY or LEASED tasks with a key, in name order (a skip scan)."""
+        names: set[str] = set()
+        for db in ("keyed", "keyleased"):
+            start = b""
+            while True:
+                items = self._kv.scan(db, start, None, 1)
+                if not items:
+                    break
+                queue = items[0][0].split(b"\x00", 1)[0]
+                names.add(queue.decode())
+                start = queue + b"\x01"
+        return sorted(names)
 
     def due_task_ids(self, index: str, now: float, limit: int) -> list[str]:
         """Tasks whose time in `index` (scheduled, leases, deadlines, retention) is <= now."""
@@ -156,6 +222,11 @@ class KvTaskTxn(KvQueueVerbs):
                 if delta:
                     _add_count(self._kv, keys.count_key(queue, state), delta)
             self._count_deltas = {}
+        if self._key_deltas:
+            for (queue, key), delta in self._key_deltas.items():
+                if delta:
+                    _add_count(self._kv, keys.key_count_key(queue, key), delta, "keyleased")
+            self._key_deltas = {}
 
     # -- schedules -------------------------------------------------------------
 
@@ -221,13 +292,23 @@ class KvTaskTxn(KvQueueVerbs):
 
         The ready index orders by priority first, so the earliest run time of each
         priority is the first key of that priority's range: one seek per distinct
-        priority, at most _OLDEST_READY_SEEKS of them (past that, the oldest of those seen).
+        priority, at most _OLDEST_READY_SEEKS of them (past that, the oldest of those seen);
+        keyed tasks likewise, in the first _OLDEST_READY_KEYS keys.
         """
-        prefix = keys.queue_prefix(queue)
+        oldest = self._oldest_in(keys.queue_prefix(queue), "ready", _OLDEST_READY_SEEKS)
+        for concurrency_key in self.ready_keys(queue, "", _OLDEST_READY_KEYS):
+            prefix = keys.keyed_prefix(queue, concurrency_key)
+            found = self._oldest_in(prefix, "keyed", _OLDEST_KEY_SEEKS)
+            if found is not None and (oldest is None or found < oldest):
+                oldest = found
+        return oldest
+
+    def _oldest_in(self, prefix: bytes, db: str, max_seeks: int) -> float | None:
+        """The earliest run time in one ready range: one seek per distinct priority."""
         start, end = prefix, prefix[:-1] + b"\x01"
         oldest: float | None = None
-        for _ in range(_OLDEST_READY_SEEKS):
-            items = self._kv.scan("ready", start, end, 1)
+        for _ in range(max_seeks):
+            items = self._kv.scan(db, start, end, 1)
             if not items:
                 break
             run_at = keys.ready_key_run_at(items[0][0], len(prefix))
@@ -243,13 +324,13 @@ class KvTaskTxn(KvQueueVerbs):
         return len(self._kv.scan(index, b"", None, 1 << 62))
 
 
-def _add_count(kv: KvTxn, key: bytes, delta: int) -> None:
-    data = kv.get("counts", key)
+def _add_count(kv: KvTxn, key: bytes, delta: int, db: str = "counts") -> None:
+    data = kv.get(db, key)
     total = (keys.unpack_u64(data) if data is not None else 0) + delta
     if total > 0:
-        kv.put("counts", key, keys.pack_u64(total))
+        kv.put(db, key, keys.pack_u64(total))
     elif data is not None:  # a queue and state that holds no task has no count
-        kv.delete("counts", key)
+        kv.delete(db, key)
 
 
 def rebuild_queue_counts(kv: KvTxn) -> None:

@@ -11,7 +11,9 @@ event loop) use their own connection with a short statement_timeout.
 Wake-ups across brokers: each commit that made tasks READY or final sends ONE pg_notify
 (debounced per group: the queues and final ids, chunked under 8000 bytes, tagged with this
 store's id so it ignores its own); `watch` starts a LISTEN thread that hands them to the
-ChangeListener on the loop with call_soon_threadsafe.
+ChangeListener on the loop with call_soon_threadsafe. The queues of tasks that left LEASED
+ride along ("l"), so a Lease held back by a concurrency limit on another broker wakes when a
+slot frees here (docs/flow-control.md).
 
 PostgreSQL down: a write or read fails with StoreUnavailable (gRPC UNAVAILABLE); the next
 write reconnects (connect_timeout 3 s: never hangs).
@@ -170,6 +172,7 @@ class PgStore:
         group_taken = self._sequence.mark()
         ready: set[str] = set()
         finished: list[str] = []
+        freed: set[str] = set()
         try:
             for fn, _, _ in batch:
                 outcome, txn = self._apply_one(conn, fn)
@@ -177,7 +180,8 @@ class PgStore:
                 if txn is not None:
                     ready |= txn.ready_queues
                     finished += txn.finished_ids
-            for payload in _notify_payloads(self.store_id, ready, finished):
+                    freed |= txn.freed_queues
+            for payload in _notify_payloads(self.store_id, ready, finished, freed):
                 conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
             conn.commit()
         except psycopg.OperationalError as exc:
@@ -254,14 +258,22 @@ class PgStore:
             loop.call_soon_threadsafe(listener.tasks_ready, data["q"])
         if data.get("f"):
             loop.call_soon_threadsafe(listener.tasks_finished, data["f"])
+        if data.get("l"):
+            loop.call_soon_threadsafe(listener.slots_freed, data["l"])
 
 
-def _notify_payloads(store_id: str, queues: set[str], finished: list[str]) -> list[str]:
-    """JSON payloads under _NOTIFY_BYTES: {"s": store id, "q": queues, "f": final ids}."""
-    if not queues and not finished:
+def _notify_payloads(
+    store_id: str, queues: set[str], finished: list[str], freed: set[str] | None = None
+) -> list[str]:
+    """JSON payloads under _NOTIFY_BYTES: {"s": store id, "q": queues, "f": final ids,
+    "l": queues whose LEASED tasks left that state (only when there are some)}. A slot
+    freed this way wakes another broker's Lease held back by a concurrency limit."""
+    if not queues and not finished and not freed:
         return []
     payloads: list[str] = []
     current: dict[str, Any] = {"s": store_id, "q": sorted(queues), "f": []}
+    if freed:
+        current["l"] = sorted(freed)
     size = len(json.dumps(current))
     for task_id in finished:
         if size + len(task_id) + 4 > _NOTIFY_BYTES:

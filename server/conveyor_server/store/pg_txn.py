@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor_server.core.errors import LeaseLost
+from conveyor_server.core.flow import QueueFlow, QueueLimits
 from conveyor_server.core.model import QueueDepth, Task, TaskState
 from conveyor_server.core.schedules.model import Schedule
 from conveyor_server.core.store import TIME_INDEXES
@@ -42,9 +43,10 @@ _NEXT_SQL = {
 _COLUMNS = "id, record, payload"
 _INSERT_MANY = (
     "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, lease_token, "
-    "lease_expires_us, deadline_us, remove_at_us, record, id, payload) SELECT * FROM "
-    "unnest(%s::text[], %s::smallint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], "
-    "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::text[], %s::bytea[])"
+    "lease_expires_us, deadline_us, remove_at_us, record, id, payload, concurrency_key) "
+    "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::int[], %s::bigint[], %s::bigint[], "
+    "%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::text[], "
+    "%s::bytea[], %s::text[])"
 )
 _UPDATE = (
     "UPDATE conveyor_tasks t SET queue = u.queue, state = u.state, priority = u.priority, "
@@ -59,9 +61,21 @@ _UPDATE = (
 )
 _INSERT = (
     "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, lease_token, "
-    "lease_expires_us, deadline_us, remove_at_us, record, id, payload) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "lease_expires_us, deadline_us, remove_at_us, record, id, payload, concurrency_key) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+#: The distinct keys of a queue's READY tasks past a key: a loose index scan (one seek of
+#: the ready index per key), not a DISTINCT over every READY row.
+_READY_KEYS = (
+    "WITH RECURSIVE k(key) AS ("
+    f"(SELECT concurrency_key FROM conveyor_tasks WHERE queue = %(q)s AND state = {_R} "
+    "AND concurrency_key > %(after)s ORDER BY concurrency_key LIMIT 1) "
+    "UNION ALL SELECT (SELECT t.concurrency_key FROM conveyor_tasks t WHERE "
+    f"t.queue = %(q)s AND t.state = {_R} AND t.concurrency_key > k.key "
+    "ORDER BY t.concurrency_key LIMIT 1) FROM k WHERE k.key IS NOT NULL) "
+    "SELECT key FROM k WHERE key IS NOT NULL LIMIT %(limit)s"
+)
+_FLOW_COLUMNS = "rate, burst, concurrency, key_concurrency, tokens, tokens_at"
 _SEQUENCE_BLOCK = 1000  # conveyor_sequence INCREMENT BY: one nextval per 1000 tasks
 
 
@@ -100,6 +114,8 @@ class PgTaskTxn:
         self._count_deltas: dict[tuple[str, int], int] = {}
         self.ready_queues: set[str] = set()
         self.finished_ids: list[str] = []
+        #: queues of tasks that left LEASED here: other brokers' limited Leases may go on
+        self.freed_queues: set[str] = set()
         self._inserts: list[tuple[Any, ...]] = []
         self._updates: list[tuple[Any, ...]] = []
 
@@ -195,7 +211,7 @@ class PgTaskTxn:
             if row is not None:
                 loaded = (row[0], TaskState(row[1]), row[2])
         if loaded is None:  # a plain INSERT: a duplicate id raises (a cron fire twice)
-            self._inserts.append((*values, task.id, task.payload))
+            self._inserts.append((*values, task.id, task.payload, task.concurrency_key))
             self._delta(counted, +1)
         else:
             queue, state, token = loaded
@@ -206,6 +222,8 @@ class PgTaskTxn:
             if (queue, int(state)) != counted:
                 self._delta((queue, int(state)), -1)
                 self._delta(counted, +1)
+                if state is TaskState.LEASED:
+                    self.freed_queues.add(queue)
         self._remember(task)
         if task.state is TaskState.READY:
             self.ready_queues.add(task.queue)
@@ -224,17 +242,69 @@ class PgTaskTxn:
     def _delta(self, key: tuple[str, int], n: int) -> None:
         self._count_deltas[key] = self._count_deltas.get(key, 0) + n
 
-    def ready_task_ids(self, queue: str, limit: int) -> list[str]:
-        """READY tasks in lease order, locked (SKIP LOCKED) and cached for get_task."""
+    def ready_task_ids(self, queue: str, limit: int, concurrency_key: str = "") -> list[str]:
+        """READY tasks of one key in lease order, locked (SKIP LOCKED) and cached for
+        get_task."""
         lock = " FOR UPDATE SKIP LOCKED" if self._writable else ""
         rows = self._exec(
-            f"SELECT {_COLUMNS} FROM conveyor_tasks WHERE queue = %s AND state = {_R} "
-            f"ORDER BY priority DESC, run_at_us, sequence LIMIT %s{lock}",
-            (queue, limit),
+            f"SELECT {_COLUMNS} FROM conveyor_tasks WHERE queue = %s AND concurrency_key = %s "
+            f"AND state = {_R} ORDER BY priority DESC, run_at_us, sequence LIMIT %s{lock}",
+            (queue, concurrency_key, limit),
         ).fetchall()
         for task_id, data, payload in rows:
             self._rows[task_id] = record.decode(bytes(data), bytes(payload))
         return [row[0] for row in rows]
+
+    def ready_keys(self, queue: str, after: str, limit: int) -> list[str]:
+        rows = self._exec(_READY_KEYS, {"q": queue, "after": after, "limit": limit}).fetchall()
+        return [row[0] for row in rows]
+
+    def leased_count(self, queue: str, concurrency_key: str | None = None) -> int:
+        """The queue's: its count shards plus this write's changes; a key's: a count over
+        the small partial index of LEASED keyed tasks (this write's rows already sent)."""
+        if concurrency_key is None:
+            row = self._exec(
+                "SELECT coalesce(sum(n), 0) FROM conveyor_counts "
+                f"WHERE queue = %s AND state = {_L}",
+                (queue,),
+            ).fetchone()
+            return int(row[0]) + self._count_deltas.get((queue, _L), 0)
+        if not concurrency_key:
+            return int(
+                self._exec(
+                    f"SELECT count(*) FROM conveyor_tasks WHERE queue = %s AND state = {_L} "
+                    "AND concurrency_key = ''",
+                    (queue,),
+                ).fetchone()[0]
+            )
+        row = self._exec(
+            f"SELECT count(*) FROM conveyor_tasks WHERE queue = %s AND state = {_L} "
+            "AND concurrency_key = %s AND concurrency_key <> ''",
+            (queue, concurrency_key),
+        ).fetchone()
+        return int(row[0])
+
+    def keyed_queues(self) -> list[str]:
+        """Queues with READY or LEASED keyed tasks: one seek per queue that has any."""
+        candidates = [
+            row[0]
+            for row in self._exec(
+                f"SELECT DISTINCT queue FROM conveyor_counts WHERE state IN ({_R}, {_L})"
+            ).fetchall()
+        ]
+        found = []
+        for queue in sorted(candidates):
+            if self.ready_keys(queue, "", 1):
+                found.append(queue)
+                continue
+            row = self._exec(
+                f"SELECT 1 FROM conveyor_tasks WHERE queue = %s AND state = {_L} "
+                "AND concurrency_key <> '' LIMIT 1",
+                (queue,),
+            ).fetchone()
+            if row is not None:
+                found.append(queue)
+        return found
 
     def due_task_ids(self, index: str, now: float, limit: int) -> list[str]:
         sql = _DUE_SQL[index]
@@ -386,6 +456,43 @@ class PgTaskTxn:
     def paused_queues(self) -> list[str]:
         return [r[0] for r in self._exec("SELECT queue FROM conveyor_paused ORDER BY queue")]
 
+    def get_queue_flow(self, queue: str) -> QueueFlow | None:
+        """In a write, locked until commit: brokers leasing from the queue take turns."""
+        lock = " FOR UPDATE" if self._writable else ""
+        row = self._exec(
+            f"SELECT {_FLOW_COLUMNS} FROM conveyor_queue_flows WHERE queue = %s{lock}", (queue,)
+        ).fetchone()
+        return _flow(row) if row is not None else None
+
+    def put_queue_flow(self, queue: str, flow: QueueFlow | None) -> None:
+        self._check_writable()
+        if flow is None:
+            self._exec("DELETE FROM conveyor_queue_flows WHERE queue = %s", (queue,))
+            return
+        limits = flow.limits
+        self._exec(
+            f"INSERT INTO conveyor_queue_flows (queue, {_FLOW_COLUMNS}) VALUES "
+            "(%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (queue) DO UPDATE SET rate = EXCLUDED.rate, "
+            "burst = EXCLUDED.burst, concurrency = EXCLUDED.concurrency, "
+            "key_concurrency = EXCLUDED.key_concurrency, tokens = EXCLUDED.tokens, "
+            "tokens_at = EXCLUDED.tokens_at",
+            (
+                queue,
+                limits.rate,
+                limits.burst,
+                limits.concurrency,
+                limits.key_concurrency,
+                flow.tokens,
+                flow.tokens_at,
+            ),
+        )
+
+    def queue_flows(self) -> dict[str, QueueFlow]:
+        rows = self._exec(
+            f"SELECT queue, {_FLOW_COLUMNS} FROM conveyor_queue_flows ORDER BY queue"
+        ).fetchall()
+        return {row[0]: _flow(row[1:]) for row in rows}
+
     def scan_tasks(self, after: str, limit: int, *, newest_first: bool = False) -> list[Task]:
         if newest_first:
             where, order = ("id < %s" if after else "TRUE"), "DESC"
@@ -397,3 +504,9 @@ class PgTaskTxn:
             params,
         ).fetchall()
         return [record.index_state(bytes(row[0])) for row in rows]
+
+
+def _flow(row: Any) -> QueueFlow:
+    rate, burst, concurrency, key_concurrency, tokens, tokens_at = row
+    limits = QueueLimits(float(rate), int(burst), int(concurrency), int(key_concurrency))
+    return QueueFlow(limits, float(tokens), float(tokens_at))

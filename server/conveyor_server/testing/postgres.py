@@ -43,7 +43,13 @@ class PostgresServer:
     that never test power loss (a process kill loses nothing committed either way).
     """
 
-    def __init__(self, *, fsync: bool = True, base_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        fsync: bool = True,
+        base_dir: Path | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         bin_dir = find_bin_dir()
         if bin_dir is None:
             raise RuntimeError(
@@ -51,6 +57,8 @@ class PostgresServer:
             )
         self.bin_dir = bin_dir
         self.fsync = fsync
+        #: More `-c name=value` server settings (testing/pg_replica.py sets replication).
+        self.settings = dict(settings or {})
         self.port = _free_port()
         self._as_root = os.geteuid() == 0
         self.root = Path(tempfile.mkdtemp(prefix="conveyor-pg-", dir=base_dir))
@@ -75,14 +83,7 @@ class PostgresServer:
         )
 
     def _init(self) -> None:
-        if self._as_root:
-            path = self.root
-            while path != path.parent:  # parents traversable by the postgres user
-                mode = path.stat().st_mode
-                if not mode & 0o001:
-                    path.chmod(mode | 0o001)
-                path = path.parent
-            shutil.chown(self.root, "postgres", "postgres")
+        self._prepare_root()
         self._run(
             str(self.bin_dir / "initdb"),
             "-D",
@@ -97,6 +98,17 @@ class PostgresServer:
         )
         self._initialised = True
 
+    def _prepare_root(self) -> None:
+        """As root: hand the temp dir to the postgres user and make its parents traversable."""
+        if self._as_root:
+            path = self.root
+            while path != path.parent:  # parents traversable by the postgres user
+                mode = path.stat().st_mode
+                if not mode & 0o001:
+                    path.chmod(mode | 0o001)
+                path = path.parent
+            shutil.chown(self.root, "postgres", "postgres")
+
     def start(self) -> PostgresServer:
         if not self._initialised:
             self._init()
@@ -104,6 +116,8 @@ class PostgresServer:
         options += " -c max_connections=200"
         if not self.fsync:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        for name, value in self.settings.items():
+            options += f" -c {name}={value}"
         result = self._run(
             str(self.bin_dir / "pg_ctl"),
             "-D",
