@@ -23,31 +23,24 @@ nothing. The watcher stats the file once a second and SIGHUP asks for a reload.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tomllib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from conveyor_server.core.errors import InvalidArgument
+from conveyor_server.core.flow import LIMIT_FIELDS, QueueLimits, check_limits
+from conveyor_server.core.queues import QueueUpdate
 from conveyor_server.core.settings import BrokerSettings
 from conveyor_server.core.validation import check_name
 from conveyor_server.service.background import FileWatch
+from conveyor_server.service.queue_ops import QueueOps
 
 log = logging.getLogger("conveyor.queues")
 
-#: Counts on the wire are uint32 (QueueLimits in queue_service.proto).
-MAX_COUNT = (1 << 32) - 1
-#: The limits a table may set, and whether each is a count (a whole number) or a rate.
-LIMIT_KEYS: dict[str, type] = {
-    "rate": float,
-    "burst": int,
-    "concurrency": int,
-    "key_concurrency": int,
-}
-_KEYS = {*LIMIT_KEYS, "paused"}
+_KEYS = {*LIMIT_FIELDS, "paused"}
 
 
 class QueueFileError(InvalidArgument):
@@ -59,15 +52,8 @@ class QueueSetting:
     """What the file says of one queue: its limits (0: none) and, if given, its pause."""
 
     name: str
-    rate: float = 0.0
-    burst: int = 0
-    concurrency: int = 0
-    key_concurrency: int = 0
+    limits: QueueLimits = field(default_factory=QueueLimits)
     paused: bool | None = None
-
-    def limits(self) -> dict[str, float | int]:
-        """The limits by name, in LIMIT_KEYS order."""
-        return {key: getattr(self, key) for key in LIMIT_KEYS}
 
 
 def load_queue_file(
@@ -107,25 +93,23 @@ def _setting(name: str, table: Any) -> QueueSetting:
     unknown = set(table) - _KEYS
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)} (known: {', '.join(sorted(_KEYS))})")
-    values: dict[str, Any] = {key: _limit(key, table[key]) for key in LIMIT_KEYS if key in table}
+    values: dict[str, Any] = {key: _limit(key, table[key]) for key in LIMIT_FIELDS if key in table}
+    limits = QueueLimits(**values)
+    check_limits(limits, prefix="")  # the broker's own checks (e.g. its largest rate)
     paused = table.get("paused")
     if paused is not None and not isinstance(paused, bool):
         raise ValueError(f"paused: {paused!r} is not true or false")
-    return QueueSetting(name=name, paused=paused, **values)
+    return QueueSetting(name, limits, paused)
 
 
 def _limit(key: str, value: Any) -> float | int:
-    """A rate: a finite number >= 0. A count: a whole number 0..MAX_COUNT."""
+    """The TOML value's type: rate any number (as float), counts whole numbers."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{key}: {value!r} is not a number")
-    if LIMIT_KEYS[key] is float:
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{key}: {value!r} must be a finite number, 0 or more")
+    if key == "rate":
         return float(value)
     if not isinstance(value, int):
         raise ValueError(f"{key}: {value!r} is not a whole number")
-    if not 0 <= value <= MAX_COUNT:
-        raise ValueError(f"{key}: {value} is out of range (0 to {MAX_COUNT})")
     return value
 
 
@@ -163,3 +147,42 @@ class QueueFileWatcher:
 
     async def _reapply(self) -> None:
         await self._apply(load_queue_file(self.path, self._settings))
+
+
+class QueueFileApplier:
+    """Applies the file through QueueOps.update, the UpdateQueue path; says what changed.
+
+    Queues whose stored settings already equal the file's are not written. It remembers
+    the names of the last file applied, to log the queues a reload no longer lists.
+    """
+
+    def __init__(self, ops: QueueOps) -> None:
+        self._ops = ops
+        self._listed: set[str] | None = None
+
+    async def __call__(self, declared: Sequence[QueueSetting]) -> None:
+        changed = []
+        for setting in declared:
+            info = self._ops.admin.queue(setting.name)
+            paused = info.is_paused if setting.paused is None else setting.paused
+            if info.limits == setting.limits and info.is_paused == paused:
+                continue
+            update = QueueUpdate(limits=asdict(setting.limits), paused=setting.paused)
+            await self._ops.update(setting.name, update)
+            changed.append(f"{setting.name} ({_describe(setting.limits, paused)})")
+        if changed:
+            log.info("queues file applied: %s", "; ".join(changed))
+        names = {s.name for s in declared}
+        dropped = sorted(self._listed - names) if self._listed is not None else []
+        if dropped:
+            log.warning(
+                "queues file: %s no longer listed; their settings stay as they are "
+                "(conveyor limit QUEUE --clear clears them)",
+                ", ".join(dropped),
+            )
+        self._listed = names
+
+
+def _describe(limits: QueueLimits, paused: bool) -> str:
+    values = [f"{key} {value:g}" for key, value in asdict(limits).items() if value]
+    return ", ".join([*values, "paused" if paused else "not paused"])

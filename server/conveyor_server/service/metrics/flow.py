@@ -9,15 +9,22 @@ of 0 means none and is left out, so `conveyor_queue_limit` lists only what holds
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from conveyor_server.core.flow import QueueLimits
 from conveyor_server.service.metrics.histogram import OTHER, LabelCap
 
 #: queue -> {limit name -> value}, limit names as in QueueLimits (rate, burst, ...).
 LimitsSource = Callable[[], Mapping[str, Mapping[str, float]]]
 #: The reasons LeaseBatch.throttled gives, in export order.
 REASONS = ("rate", "concurrency", "key_concurrency")
+
+
+def limit_values(limits: QueueLimits) -> dict[str, float]:
+    """A queue's limits by name (QueueLimits' fields), for LimitsSource."""
+    return {name: float(value) for name, value in asdict(limits).items()}
 
 
 def throttled_family(counts: Mapping[tuple[str, str], int]) -> Metric:
