@@ -7,7 +7,7 @@ import json
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from conveyor import AsyncClient, Task
@@ -40,6 +40,8 @@ class RunConfig:
     drain_processes: int
     drain_transport: str | None = None  # Worker(transport=...); None: the SDK default
     broker_args: tuple[str, ...] = ()  # more `conveyor serve` flags (--broker-arg)
+    store: str = "lmdb"  # or "postgres": a throwaway PostgreSQL (bench/pg.py)
+    brokers: int = 1  # brokers sharing the PostgreSQL database (postgres only)
 
 
 @contextmanager
@@ -55,6 +57,52 @@ def running_broker(durability: str, extra_args: Sequence[str] = ()) -> Iterator[
             if broker.process is not None and broker.process.poll() is None:
                 broker.stop()
             broker.kill()
+
+
+@dataclass
+class Brokers:
+    """The brokers of one scenario run: one, or several on one PostgreSQL database."""
+
+    processes: list[BrokerProcess]
+
+    @property
+    def address(self) -> str:
+        return self.processes[0].address
+
+    @property
+    def addresses(self) -> list[str]:
+        return [broker.address for broker in self.processes]
+
+    @property
+    def pids(self) -> list[int]:
+        return [pid(broker) for broker in self.processes]
+
+    def spread(self, n: int) -> list[str]:
+        """`n` addresses dealt round-robin over the brokers (n client loops or workers)."""
+        return [self.addresses[i % len(self.processes)] for i in range(n)]
+
+
+@contextmanager
+def running_brokers(config: RunConfig) -> Iterator[Brokers]:
+    """`config.brokers` fresh brokers: LMDB in a temp dir, or on a fresh PostgreSQL database."""
+    if config.store != "postgres":
+        with running_broker(config.durability, config.broker_args) as broker:
+            yield Brokers([broker])
+        return
+    from bench import pg
+
+    with pg.fresh_database() as url, ExitStack() as stack:
+        extra = ["--database-url", url, *config.broker_args]
+        started = [
+            stack.enter_context(running_broker(config.durability, extra))
+            for _ in range(config.brokers)
+        ]
+        yield Brokers(started)
+
+
+def over(config: RunConfig) -> str:
+    """The label's note on the brokers, when there are several."""
+    return f", over {config.brokers} brokers" if config.brokers > 1 else ""
 
 
 def pid(broker: BrokerProcess) -> int:

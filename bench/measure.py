@@ -3,10 +3,11 @@ figure can say which process paid for it."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -63,6 +64,7 @@ class Sample:
     client_cpu: float  # this (bench) process
     worker_cpu: float = 0.0  # worker subprocesses, where there are any
     broker_sys: float = 0.0  # the kernel's part of broker_cpu
+    database_cpu: float | None = None  # the PostgreSQL server's processes (--store postgres)
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     rpcs: int | None = None
     note: str = ""
@@ -78,14 +80,36 @@ class Sample:
 
 
 class CpuWindow:
-    """CPU seconds spent by the broker, this process and worker pids over a timed window."""
+    """CPU seconds spent by the broker(s), this process, worker pids and (given a callable
+    that lists them) the database server's processes over a timed window."""
 
-    def __init__(self, broker_pid: int, other_pids: Sequence[int] = ()) -> None:
-        self.broker_pid = broker_pid
+    def __init__(
+        self,
+        broker_pid: int | Sequence[int],
+        other_pids: Sequence[int] = (),
+        database_pids: Callable[[], list[int]] | None = None,
+    ) -> None:
+        self.broker_pids = [broker_pid] if isinstance(broker_pid, int) else list(broker_pid)
         self.other_pids = list(other_pids)
+        self._database_pids = database_pids
+        self.database_cpu: float | None = None
+
+    def _brokers(self) -> tuple[float, float]:
+        splits = [proc_cpu_split(pid) for pid in self.broker_pids]
+        return sum(u for u, _ in splits), sum(s for _, s in splits)
+
+    def _database(self) -> dict[int, float]:
+        if self._database_pids is None:
+            return {}
+        cpu: dict[int, float] = {}
+        for pid in self._database_pids():
+            with contextlib.suppress(OSError):  # a backend that exited meanwhile
+                cpu[pid] = proc_cpu_seconds(pid)
+        return cpu
 
     def __enter__(self) -> CpuWindow:
-        self._broker = proc_cpu_split(self.broker_pid)
+        self._broker = self._brokers()
+        self._db = self._database()
         self._self = self_cpu_seconds()
         self._others = sum(proc_cpu_seconds(pid) for pid in self.other_pids)
         self._started = time.perf_counter()
@@ -99,9 +123,13 @@ class CpuWindow:
         if hasattr(self, "seconds"):
             return
         self.seconds = time.perf_counter() - self._started
-        user, system = proc_cpu_split(self.broker_pid)
+        user, system = self._brokers()
         self.broker_cpu = user + system - sum(self._broker)
         self.broker_sys = system - self._broker[1]
         others = sum(proc_cpu_seconds(pid) for pid in self.other_pids) - self._others
         self.client_cpu = self_cpu_seconds() - self._self
         self.worker_cpu = others
+        if self._database_pids is not None:  # processes started in the window count whole
+            self.database_cpu = sum(
+                cpu - self._db.get(pid, 0.0) for pid, cpu in self._database().items()
+            )

@@ -36,6 +36,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
     parser.add_argument("--durability", choices=["sync", "nosync"], default="sync")
+    parser.add_argument(
+        "--store",
+        choices=["lmdb", "postgres"],
+        default="lmdb",
+        help="lmdb (default: a temp data dir) or postgres: a throwaway PostgreSQL with fsync "
+        "on, a fresh database per run (needs Debian's postgresql)",
+    )
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="brokers on one database, clients and workers spread over them (postgres only)",
+    )
     parser.add_argument("--enqueue-concurrency", type=int, default=128, metavar="N")
     parser.add_argument(
         "--drain-concurrency", type=int, default=512, metavar="N", help="best measured: 512"
@@ -95,15 +109,22 @@ def run(args: Any) -> int:
         drain_processes=args.drain_processes,
         drain_transport=args.drain_transport,
         broker_args=tuple(args.broker_arg),
+        store=args.store,
+        brokers=args.brokers,
     )
     if args.profile and _timing.py_spy_path() is None:
         print("conveyor bench: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
+        return 2
+    problem = _store_problem(args)
+    if problem:
+        print(f"conveyor bench: {problem}", file=sys.stderr)
         return 2
     started = time.monotonic()
     rows: list[dict[str, object]] = []
     extras: dict[str, float] = {}
     failed: list[str] = []
-    for name in args.scenario or list(SCENARIOS):
+    default = [n for n in SCENARIOS if args.store == "lmdb" or n not in LMDB_ONLY]
+    for name in args.scenario or default:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         try:
             runs, extra = _run_scenario(name, args, config)
@@ -115,7 +136,8 @@ def run(args: Any) -> int:
         extras.update(extra)
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"\nConveyor bench: size={args.size}, durability={args.durability}, median of "
+        f"\nConveyor bench: size={args.size}, durability={args.durability}, "
+        f"store={args.store}{_brokers_note(args)}, median of "
         f"{args.repeat} run(s); {os.cpu_count()} CPUs, load {load} at the end; "
         f"commit {_commit()}; {time.monotonic() - started:.0f} s\n"
     )
@@ -129,6 +151,37 @@ def run(args: Any) -> int:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+#: Scenarios about the embedded store alone (its depth, restart, RSS; the LMDB floor).
+LMDB_ONLY = ("depth", "floor")
+
+
+def _store_problem(args: Any) -> str:
+    """Why the store flags cannot run as given ("" if they can)."""
+    if args.brokers < 1:
+        return "--brokers must be at least 1"
+    if args.store == "lmdb" and args.brokers > 1:
+        return "--brokers > 1 needs --store postgres (an LMDB data dir has one broker)"
+    if args.store == "postgres":
+        picked = [n for n in args.scenario or () if n in LMDB_ONLY]
+        if picked:
+            return f"--scenario {picked[0]} measures LMDB only; drop it or use --store lmdb"
+        from conveyor_server.testing.postgres import find_bin_dir
+
+        if find_bin_dir() is None:
+            return "--store postgres needs PostgreSQL (apt-get install postgresql)"
+    return ""
+
+
+def _brokers_note(args: Any) -> str:
+    if args.store != "postgres":
+        return ""
+    from conveyor_server.testing.postgres import find_bin_dir
+
+    bin_dir = find_bin_dir()
+    version = bin_dir.parent.name if bin_dir else "?"
+    return f" (PostgreSQL {version}, fsync on), brokers={args.brokers}"
 
 
 def _commit() -> str:

@@ -42,6 +42,7 @@ def summarize(runs: Sequence[Sequence[Sample]]) -> list[dict[str, object]]:
                 "client_cpu_s": med(lambda s: s.client_cpu),
                 "worker_cpu_s": med(lambda s: s.worker_cpu if s.worker_cpu else None),
                 "rpcs_per_task": med(lambda s: s.rpcs / s.tasks if s.rpcs is not None else None),
+                "database_cpu_s": med(lambda s: s.database_cpu),
             }
         )
     return rows
@@ -56,7 +57,12 @@ def main_table(rows: Sequence[dict[str, object]]) -> str:
         "| scenario | tasks | tasks/s | p50 ms | p95 ms | p99 ms | broker CPU s (busy, sys) "
         "| broker µs/task | bench CPU s | worker CPU s | RPCs/task |"
     )
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    has_database = any(r.get("database_cpu_s") is not None for r in rows)
+    if has_database:  # --store postgres: the server's CPU too (it shares the 2 cores)
+        header += " PostgreSQL CPU s |"
+        rule += "---:|"
+    lines = [header, rule]
     for r in rows:
         util, sys_share = r["broker_util"], r["broker_sys_share"]
         # Either share is None when the broker used no measurable CPU (a tiny run).
@@ -68,6 +74,7 @@ def main_table(rows: Sequence[dict[str, object]]) -> str:
             f"| {_fmt(r['p99_ms'], '.2f')} | {_fmt(r['broker_cpu_s'], '.2f')}{busy} "
             f"| {_fmt(r['broker_cpu_us_per_task'], ',.0f')} | {_fmt(r['client_cpu_s'], '.2f')} "
             f"| {_fmt(r['worker_cpu_s'], '.2f')} | {_fmt(r['rpcs_per_task'], '.3f')} |"
+            + (f" {_fmt(r.get('database_cpu_s'), '.2f')} |" if has_database else "")
         )
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.common import RunConfig
@@ -17,15 +18,17 @@ class WorkerReport:
 
 
 class WorkerProcesses:
-    """N worker processes on one queue, started together; `go`, then `stop` for the counts."""
+    """N worker processes on one queue, started together; `go`, then `stop` for the counts.
+    Given a list of addresses, one process per address (workers spread over brokers)."""
 
-    def __init__(self, address: str, queue: str, config: RunConfig, processes: int = 1) -> None:
+    def __init__(
+        self, address: str | Sequence[str], queue: str, config: RunConfig, processes: int = 1
+    ) -> None:
+        targets = [address] * processes if isinstance(address, str) else list(address)
         command = [
             sys.executable,
             "-m",
             "bench.worker_main",
-            "--target",
-            address,
             "--queue",
             queue,
             "--handler",
@@ -40,8 +43,13 @@ class WorkerProcesses:
             *([] if config.drain_prefetch is None else ["--prefetch", str(config.drain_prefetch)]),
         ]
         self.procs = [
-            subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            for _ in range(processes)
+            subprocess.Popen(
+                [*command, "--target", target],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for target in targets
         ]
         for proc in self.procs:
             assert proc.stdout is not None

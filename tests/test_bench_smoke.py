@@ -41,6 +41,48 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert "| depth figure |" in result.stdout
 
 
+def test_benchmark_runs_on_postgres_with_two_brokers(tmp_path: Path) -> None:
+    """`--store postgres --brokers 2`: a throwaway PostgreSQL, two brokers on one database,
+    clients and workers spread over both; every PostgreSQL scenario gives figures, and the
+    server's CPU is measured."""
+    from tests.conftest import require_postgres
+
+    require_postgres()
+    out = tmp_path / "bench.json"
+    picked = ["enqueue-many", "drain", "drain-raw", "roundtrip"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--store", "postgres", "--brokers", "2", "--size", "tiny"]
+        + ["--repeat", "1", "--json", str(out)]
+        + [f"--scenario={name}" for name in picked],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {row["scenario"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == set(picked), sorted(rows)
+    for name, row in rows.items():
+        assert row["tasks"] > 0 and row["rate"] > 0, (name, row)
+        assert "over 2 brokers" in row["label"], row["label"]
+        assert row["database_cpu_s"] is not None and row["database_cpu_s"] > 0, (name, row)
+    assert rows["roundtrip"]["p50_ms"] > 0
+    assert "store=postgres" in result.stdout and "| PostgreSQL CPU s |" in result.stdout
+
+
+def test_store_flags_that_cannot_run_are_one_line_errors() -> None:
+    for args in (["--brokers", "2"], ["--store", "postgres", "--scenario", "depth"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "bench", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.startswith("conveyor bench: ") and result.stderr.count("\n") == 1
+
+
 def test_table_prints_a_row_whose_broker_used_no_measurable_cpu() -> None:
     from bench.table import main_table
 

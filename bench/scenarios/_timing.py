@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import rpc_count
+from bench import pg, rpc_count
 from bench.measure import CpuWindow, Sample
 
 #: Set by `--profile DIR`: py-spy records the broker during each timed window.
@@ -37,13 +37,16 @@ def deadline_in(seconds: float) -> float:
 def timed(
     scenario: str,
     label: str,
-    broker_pid: int,
+    broker_pid: int | Sequence[int],
     body: Callable[[], Coroutine[Any, Any, Moved]],
     worker_pids: Sequence[int] = (),
 ) -> Sample:
-    """Run `body` on a fresh event loop inside a CPU window; RPCs counted unless it knows."""
-    with _profiled(broker_pid, scenario), rpc_count.counting() as counted:
-        window = CpuWindow(broker_pid, worker_pids)
+    """Run `body` on a fresh event loop inside a CPU window; RPCs counted unless it knows.
+    Several broker pids: their CPU is summed (the first is profiled)."""
+    first = broker_pid if isinstance(broker_pid, int) else broker_pid[0]
+    database = pg.server_pids if pg.is_running() else None
+    with _profiled(first, scenario), rpc_count.counting() as counted:
+        window = CpuWindow(broker_pid, worker_pids, database)
         with window:
             moved: Moved = asyncio.run(body())
     return Sample(
@@ -55,6 +58,7 @@ def timed(
         broker_sys=window.broker_sys,
         client_cpu=window.client_cpu,
         worker_cpu=window.worker_cpu,
+        database_cpu=window.database_cpu,
         latencies_ms=moved.latencies_ms,
         rpcs=moved.rpcs if moved.rpcs is not None else counted[0],
     )

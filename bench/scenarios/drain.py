@@ -1,16 +1,20 @@
 """Scenario 3: drain a pre-filled queue with the worker SDK (separate process) and, for
-reference, with raw Lease(100) + one batched Ack per lease."""
+reference, with raw Lease(100) + one batched Ack per lease. With several brokers the
+queue is filled through the first and the workers (at least one per broker) take turns
+over them, so finished tasks reach the first broker's GetResult from the others."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
 
 import grpc
 from google.protobuf import duration_pb2
 
-from bench.common import CALL_TIMEOUT, RunConfig, pid, prefill, running_broker
+from bench.common import CALL_TIMEOUT, RunConfig, over, prefill, running_brokers
 from bench.measure import Sample
 from bench.scenarios._timing import Moved, deadline_in, timed
 from bench.sizes import Sizes
@@ -26,20 +30,21 @@ LAST_WINDOW = 16
 
 def drain(sizes: Sizes, config: RunConfig, name: str = "drain") -> list[Sample]:
     """Time from `go` to the results of the last-queued tasks being final."""
-    with running_broker(config.durability, config.broker_args) as broker:
+    with running_brokers(config) as brokers:
         filled = asyncio.run(
-            prefill(broker.address, sizes.drain, "drain", deadline_in(sizes.max_seconds))
+            prefill(brokers.address, sizes.drain, "drain", deadline_in(sizes.max_seconds))
         )
         # Tasks are leased in queue order, so the last-queued ones finish last, give or take
         # one ack batch of tasks a worker still has in hand. Waiting for a window of them is
         # waiting for the queue (the handled count below confirms it); a bigger window would
         # add its own GetResult calls to the broker's CPU.
         last_ids = [t.id for t in filled.last[-LAST_WINDOW:]]
-        workers = WorkerProcesses(broker.address, "drain", config, config.drain_processes)
+        targets = brokers.spread(max(config.drain_processes, config.brokers))
+        workers = WorkerProcesses(targets, "drain", config)
         try:
 
             async def body() -> Moved:
-                async with AsyncClient(broker.address, timeout=CALL_TIMEOUT) as client:
+                async with AsyncClient(brokers.address, timeout=CALL_TIMEOUT) as client:
                     workers.go()
                     for task_id in last_ids:
                         await client.wait(task_id, timeout=sizes.max_seconds)
@@ -53,12 +58,12 @@ def drain(sizes: Sizes, config: RunConfig, name: str = "drain") -> list[Sample]:
             )
             defaults.concurrency = c
             f = defaults.prefetch if config.drain_prefetch is None else config.drain_prefetch
-            p, h = config.drain_processes, config.drain_handler
+            p, h = len(targets), config.drain_handler
             sample = timed(
                 name,
                 f"{name}: Worker SDK, {p} process(es) x concurrency {c}, prefetch "
-                f"{f}, {h} no-op handler",
-                pid(broker),
+                f"{f}, {h} no-op handler{over(config)}",
+                brokers.pids,
                 body,
                 workers.pids,
             )
@@ -78,18 +83,27 @@ def drain_default(sizes: Sizes, config: RunConfig) -> list[Sample]:
     return drain(sizes, untuned, "drain-default")
 
 
-async def raw_drain(address: str, count: int, seconds: float, queue: str = "drain") -> Moved:
-    """Lease(max 100) then one Ack for the batch, RAW_IN_FLIGHT loops, until `count` acked.
+async def raw_drain(
+    address: str | Sequence[str], count: int, seconds: float, queue: str = "drain"
+) -> Moved:
+    """Lease(max 100) then one Ack for the batch, RAW_IN_FLIGHT loops (per broker, given
+    several addresses), until `count` acked.
 
     Loops reserve what they lease before asking, so none parks on an emptied queue."""
+    addresses = [address] if isinstance(address, str) else list(address)
     wait = duration_pb2.Duration(seconds=1)
     deadline = deadline_in(seconds)
     moved = Moved(0, rpcs=0)
     reserved = 0
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
+    async with AsyncExitStack() as stack:
+        stubs = [
+            worker_service_pb2_grpc.WorkerServiceStub(
+                await stack.enter_async_context(grpc.aio.insecure_channel(a))
+            )
+            for a in addresses
+        ]
 
-        async def loop() -> None:
+        async def loop(stub: worker_service_pb2_grpc.WorkerServiceStub) -> None:
             nonlocal reserved
             while reserved < count and time.monotonic() < deadline:
                 n = min(RAW_BATCH, count - reserved)
@@ -111,20 +125,21 @@ async def raw_drain(address: str, count: int, seconds: float, queue: str = "drai
                 moved.rpcs = (moved.rpcs or 0) + 2
                 moved.latencies_ms.append((time.perf_counter() - started) * 1000)
 
-        await asyncio.gather(*(loop() for _ in range(RAW_IN_FLIGHT)))
+        await asyncio.gather(*(loop(stub) for stub in stubs for _ in range(RAW_IN_FLIGHT)))
     return moved
 
 
 def drain_raw(sizes: Sizes, config: RunConfig) -> list[Sample]:
-    with running_broker(config.durability, config.broker_args) as broker:
+    with running_brokers(config) as brokers:
         filled = asyncio.run(
-            prefill(broker.address, sizes.drain, "drain", deadline_in(sizes.max_seconds))
+            prefill(brokers.address, sizes.drain, "drain", deadline_in(sizes.max_seconds))
         )
         return [
             timed(
                 "drain-raw",
-                f"drain-raw: stub Lease({RAW_BATCH}) + batched Ack, {RAW_IN_FLIGHT} in flight",
-                pid(broker),
-                lambda: raw_drain(broker.address, filled.tasks, sizes.max_seconds),
+                f"drain-raw: stub Lease({RAW_BATCH}) + batched Ack, {RAW_IN_FLIGHT} in flight"
+                f"{' per broker' if config.brokers > 1 else ''}{over(config)}",
+                brokers.pids,
+                lambda: raw_drain(brokers.addresses, filled.tasks, sizes.max_seconds),
             )
         ]

@@ -1,11 +1,13 @@
 """Scenario 4: enqueue -> worker -> result() returns, one at a time, with a warm worker in
-another process. The producer is the blocking Client, as a web request handler would be."""
+another process. The producer is the blocking Client, as a web request handler would be.
+With several brokers the producer talks to the first and the worker to the last, so each
+task crosses brokers (PostgreSQL's LISTEN/NOTIFY wakes the parked calls)."""
 
 from __future__ import annotations
 
 import time
 
-from bench.common import CALL_TIMEOUT, KIND, PAYLOAD_OBJ, RunConfig, pid, running_broker
+from bench.common import CALL_TIMEOUT, KIND, PAYLOAD_OBJ, RunConfig, over, running_brokers
 from bench.measure import Sample
 from bench.scenarios._timing import Moved, deadline_in, timed
 from bench.sizes import Sizes
@@ -34,11 +36,11 @@ def roundtrip(sizes: Sizes, config: RunConfig) -> list[Sample]:
     rt_config = RunConfig(
         **{**config.__dict__, "drain_concurrency": CONCURRENCY, "drain_prefetch": 0}
     )
-    with running_broker(config.durability, config.broker_args) as broker:
-        workers = WorkerProcesses(broker.address, "rt", rt_config)
+    with running_brokers(config) as brokers:
+        workers = WorkerProcesses(brokers.addresses[-1:], "rt", rt_config)
         workers.go()
         try:
-            with Client(broker.address, timeout=CALL_TIMEOUT) as client:
+            with Client(brokers.address, timeout=CALL_TIMEOUT) as client:
                 _round_trips(client, WARMUP, deadline_in(sizes.max_seconds))  # warm both ends
 
                 async def body() -> Moved:  # the blocking client, inside timed()'s loop
@@ -47,8 +49,8 @@ def roundtrip(sizes: Sizes, config: RunConfig) -> list[Sample]:
                 sample = timed(
                     "roundtrip",
                     f"roundtrip: Client.enqueue + result(), sequential, worker concurrency "
-                    f"{CONCURRENCY}",
-                    pid(broker),
+                    f"{CONCURRENCY}{over(config)}",
+                    brokers.pids,
                     body,
                     workers.pids,
                 )

@@ -53,6 +53,7 @@ def test_settings_come_from_conveyor_environment_variables(tmp_path):
         process.stdout.close()
 
 
+@pytest.mark.lmdb_only  # the data dir's lock: PostgreSQL brokers share a database on purpose
 def test_a_second_broker_on_the_same_data_dir_is_refused(broker, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "conveyor_server", "--listen", "127.0.0.1:0",

@@ -67,6 +67,58 @@ def _stale_ack(txn: Any, stale: Any) -> None:
     txn.put_task(replace(stale, state=TaskState.SUCCEEDED, lease_token=""))
 
 
+def test_a_batched_write_with_one_lease_taken_over_rolls_back_whole(two_stores, make_task):
+    """Several rows go by COPY into the temp table and one fenced UPDATE: one stale row
+    fails the write, none of its rows change, and the next batched write works."""
+    a, b = two_stores
+    tasks = [
+        make_task(id=f"m{n}", state=TaskState.LEASED, lease_token="old", lease_expires_at=NOW)
+        for n in range(5)
+    ]
+    _put_all(a, tasks)
+    b.write(lambda txn: txn.put_task(replace(txn.get_task("m3"), lease_token="new"))).result(
+        timeout=10
+    )
+
+    def ack_all(txn: Any, stale: list[Any]) -> None:
+        for task in stale:
+            _stale_ack(txn, task)
+
+    with pytest.raises(LeaseLost, match="m3"):
+        a.write(lambda txn: ack_all(txn, tasks)).result(timeout=10)
+    states = a.read(lambda txn: [txn.get_task(t.id).state for t in tasks])
+    assert states == [TaskState.LEASED] * 5
+    fresh = [t for t in tasks if t.id != "m3"]
+    a.write(lambda txn: ack_all(txn, fresh)).result(timeout=10)
+    states = a.read(lambda txn: [txn.get_task(t.id).state for t in tasks])
+    assert states.count(TaskState.SUCCEEDED) == 4 and states[3] is TaskState.LEASED
+
+
+def test_deletes_go_in_one_statement_and_keep_the_write_order(pg_url, make_task):
+    """Retention's deletes are buffered into one DELETE ... WHERE id = ANY: the counts
+    follow, a read in between sees them gone, and a task put again after its delete
+    (same write) is there afterwards."""
+    store = PgStore(pg_url)
+    try:
+        done = [make_task(id=f"d{n}", state=TaskState.SUCCEEDED, finished_at=NOW) for n in range(6)]
+        _put_all(store, [*done, make_task(id="keep")])
+
+        def retention(txn: Any) -> int | None:
+            for task in done:
+                txn.delete_task(task)
+            seen = txn.get_task("d0")  # a read flushes the deletes first
+            txn.put_task(make_task(id="d5"), is_new=True)  # again, READY this time
+            return None if seen is None else 1
+
+        assert store.write(retention).result(timeout=10) is None
+        ids = store.read(lambda txn: [t.id for t in txn.scan_tasks("", 10)])
+        assert ids == ["d5", "keep"]
+        depth = store.read(lambda txn: txn.queue_depths())
+        assert depth[0].counts == {TaskState.READY: 2}
+    finally:
+        store.close()
+
+
 def test_two_stores_never_lease_the_same_task(two_stores, make_task):
     a, b = two_stores
     _put_all(a, [make_task(id=f"t{n:04d}") for n in range(400)])
@@ -138,6 +190,59 @@ def test_a_duplicate_id_is_rolled_back_alone(pg_url, make_task):
         assert store.read(lambda txn: txn.count("tasks")) == 3
         depth = store.read(lambda txn: txn.queue_depths())
         assert depth[0].counts[TaskState.READY] == 3
+    finally:
+        store.close()
+
+
+def test_a_batch_insert_holding_a_duplicate_id_is_rolled_back_alone(pg_url, make_task):
+    """Several new tasks go as one COPY: a duplicate among them fails that write only."""
+    store = PgStore(pg_url)
+    try:
+        _put_all(store, [make_task(id="dup")])
+        batch = [make_task(id="x1"), make_task(id="dup"), make_task(id="x2")]
+        futures = [
+            store.write(lambda txn: txn.put_task(make_task(id="before"), is_new=True)),
+            store.write(lambda txn: [txn.put_task(t, is_new=True) for t in batch]),
+            store.write(
+                lambda txn: [txn.put_task(make_task(id=f"y{n}"), is_new=True) for n in range(3)]
+            ),
+        ]
+        futures[0].result(timeout=10)
+        with pytest.raises(WriteConflict, match="duplicate key"):
+            futures[1].result(timeout=10)
+        futures[2].result(timeout=10)
+        ids = store.read(lambda txn: [t.id for t in txn.scan_tasks("", 100)])
+        assert ids == ["before", "dup", "y0", "y1", "y2"]
+    finally:
+        store.close()
+
+
+def test_a_write_that_raises_after_writing_leaves_no_trace_in_its_group(pg_url, make_task):
+    """One group (apply_group called directly): the group runs without savepoints first;
+    the middle write inserts a row, then raises, so the group runs again with savepoints:
+    the others commit, the middle one leaves nothing, each answer is its own."""
+    from concurrent.futures import Future
+
+    store = PgStore(pg_url)
+
+    def failing(txn: Any) -> None:
+        txn.put_task(make_task(id="ghost"), is_new=True)
+        txn.flush()
+        raise ValueError("the write changed its mind")
+
+    def adding(task_id: str) -> Any:
+        return lambda txn: txn.put_task(make_task(id=task_id), is_new=True) or task_id
+
+    try:
+        batch = [(fn, Future(), False) for fn in (adding("first"), failing, adding("third"))]
+        with store.committer._write_lock:  # the writer thread is idle: the group is ours
+            outcomes = store.apply_group(batch)  # type: ignore[arg-type]
+        assert outcomes[0] == (True, "first") and outcomes[2] == (True, "third")
+        assert outcomes[1][0] is False and isinstance(outcomes[1][1], ValueError)
+        ids = store.read(lambda txn: [t.id for t in txn.scan_tasks("", 10)])
+        assert ids == ["first", "third"]
+        depth = store.read(lambda txn: txn.queue_depths())
+        assert depth[0].counts[TaskState.READY] == 2
     finally:
         store.close()
 

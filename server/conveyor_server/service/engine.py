@@ -77,6 +77,9 @@ class Engine:
         self._background: set[asyncio.Future[Any]] = set()
         #: Told (queue, reason) for each limit that held back a lease (metrics hook).
         self.on_throttled: Callable[[Sequence[tuple[str, str]]], None] | None = None
+        #: Per limited queue, how many times its slots were freed (or its limits changed):
+        #: a held-back Lease that sees it move between its look and its parking looks again.
+        self._slot_turns: dict[str, int] = {}
 
     async def start(self) -> None:
         self.broker.store.watch(self)
@@ -215,6 +218,7 @@ class Engine:
             # A read first: an empty queue costs no write transaction.
             is_empty_now = not self.broker.has_leasable(queues)
             throttled: LeaseBatch | None = None
+            turns = self._turns(queues)
             if not is_empty_now:
                 batch = await self._lease_once(queues, max_tasks, lease_duration, worker_id, order)
                 if batch.tasks:
@@ -226,11 +230,16 @@ class Engine:
                 return []
             # A waiter registered with no await since the last look is woken by anything
             # committed after that look; after the lease's await, look once more.
-            names, wake_in = _parking(queues, throttled, self.broker)
+            names, watched, wake_in = _parking(queues, throttled, self.broker)
             ready = self.waiters.for_queues(names, grant)
             try:
-                if throttled is None and not is_empty_now and self.broker.has_leasable(queues):
-                    continue
+                if throttled is None:
+                    if not is_empty_now and self.broker.has_leasable(queues):
+                        continue
+                elif self._turns(queues) != turns or (
+                    watched and self.broker.has_leasable(watched)
+                ):
+                    continue  # a slot freed, or another queue got a task, meanwhile
                 answer = await self._park(ready, remaining, wake_in)
                 if answer is not None:
                     return answer
@@ -336,11 +345,20 @@ class Engine:
         self._wake_slots(queues)
 
     def _wake_slots(self, queues: Iterable[str]) -> None:
-        broker = self.broker
-        self.waiters.notify_queues([slot_channel(q) for q in queues if broker.holds_slots(q)])
+        broker, turns = self.broker, self._slot_turns
+        freed = [q for q in queues if broker.holds_slots(q)]
+        for queue in freed:
+            turns[queue] = turns.get(queue, 0) + 1
+        self.waiters.notify_queues([slot_channel(q) for q in freed])
+
+    def _turns(self, queues: Sequence[str]) -> int:
+        """A number that changes when a slot of any of these queues frees."""
+        turns = self._slot_turns
+        return sum(turns.get(q, 0) for q in queues) if turns else 0
 
     def wake_queue(self, queue: str) -> None:
         """The queue's limits or pause changed: every Lease parked on it looks again."""
+        self._slot_turns[queue] = self._slot_turns.get(queue, 0) + 1
         self.waiters.notify_queues([queue, slot_channel(queue)])
 
     def notify_written(self, tasks: Sequence[Task]) -> None:
@@ -421,8 +439,9 @@ _TIMED_OUT: list[Task] = []
 
 def _parking(
     queues: Sequence[str], throttled: LeaseBatch | None, broker: Broker
-) -> tuple[list[str], float | None]:
-    """Where a Lease parks, and when it must look again by itself (None: only when woken).
+) -> tuple[list[str], list[str], float | None]:
+    """Where a Lease parks (waiter names), the queues it watches for new READY tasks, and
+    when it must look again by itself (None: only when woken).
 
     A queue held back by its concurrency or rate limit is watched for a freed slot
     instead of for new READY tasks (it could take none); one held back by key_concurrency
@@ -430,22 +449,27 @@ def _parking(
     store other brokers share also every SHARED_STORE_POLL (a bounded re-check besides
     their notifications)."""
     if throttled is None:
-        return list(queues), None
+        return list(queues), list(queues), None
     held = {queue for queue, reason in throttled.throttled if reason != "key_concurrency"}
-    names = []
+    limited = {queue for queue, _ in throttled.throttled}
+    names, watched = [], []
     for queue in queues:
         if queue in held:
             names.append(slot_channel(queue))
-        else:
-            names.append(queue)
-            if broker.is_limited(queue):
-                names.append(slot_channel(queue))
+            continue
+        names.append(queue)
+        if queue not in limited:
+            # looked at again at once if it got a task during the lease (one held back by
+            # key_concurrency would always look leasable: its slot channel wakes it instead)
+            watched.append(queue)
+        if broker.is_limited(queue):
+            names.append(slot_channel(queue))
     wake_in = None
     if throttled.refill_at is not None:
         wake_in = max(throttled.refill_at - broker.clock.now(), 0.001)
     if broker.store.is_shared:
         wake_in = SHARED_STORE_POLL if wake_in is None else min(wake_in, SHARED_STORE_POLL)
-    return names, wake_in
+    return names, watched, wake_in
 
 
 def _complete(future: asyncio.Future[Any], value: object) -> None:

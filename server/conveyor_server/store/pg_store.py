@@ -3,9 +3,11 @@
 Driver: psycopg 3, synchronous (bench/pg_drivers.py measures it against asyncpg). The
 write functions are synchronous and run on one writer thread (GroupCommitter), so a sync
 driver fits without an event loop per call. Writes: one writer connection; a group of
-write functions runs in one transaction, each in a SAVEPOINT so a failing one (a lost
-lease, a duplicate cron fire's unique violation) rolls back alone and is answered; one
-COMMIT (synchronous_commit on) before any future resolves. Reads (`read`, called on the
+write functions runs in one transaction; one COMMIT (synchronous_commit on) before any
+future resolves. The group runs first without savepoints; if a write raises (a lost
+lease, a duplicate cron fire's unique violation), the transaction is rolled back and the
+group runs again with each write in a SAVEPOINT, so the failing one rolls back alone and
+is answered. Reads (`read`, called on the
 event loop) use their own connection with a short statement_timeout.
 
 Wake-ups across brokers: each commit that made tasks READY or final sends ONE pg_notify
@@ -37,7 +39,7 @@ import psycopg
 from conveyor_server.core.errors import StoreSchemaError, StoreUnavailable, WriteConflict
 from conveyor_server.store import pg_schema
 from conveyor_server.store.group_commit import GroupCommitter, Outcome, Write
-from conveyor_server.store.pg_txn import PgTaskTxn, SequenceBlock
+from conveyor_server.store.pg_txn import PgTaskTxn, SequenceBlock, prepare_writer
 
 if TYPE_CHECKING:
     from conveyor_server.core.store import ChangeListener, TaskTxn
@@ -51,6 +53,8 @@ _SLOTS = 64
 #: key, a cron tick) or locked rows in the other order: run once more, in a new savepoint,
 #: where it sees the other broker's committed change (a duplicate, not an error).
 _CONFLICTS = (psycopg.errors.UniqueViolation, psycopg.errors.TransactionRollback)
+#: What a group did: outcomes, queues made READY, final task ids, queues whose leases ended.
+_Applied = tuple[list[Outcome], set[str], list[str], set[str]]
 
 
 def connect(url: str, *, autocommit: bool = False, timeout_ms: int | None = None) -> Any:
@@ -59,6 +63,17 @@ def connect(url: str, *, autocommit: bool = False, timeout_ms: int | None = None
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=3, options=options)
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"PostgreSQL is unavailable: {_one_line(exc)}") from exc
+
+
+def connect_writer(url: str) -> Any:
+    """The writer connection, prepared for batched writes (pg_txn.prepare_writer)."""
+    conn = connect(url)
+    try:
+        prepare_writer(conn)
+    except psycopg.OperationalError as exc:
+        conn.close()
+        raise StoreUnavailable(f"PostgreSQL is unavailable: {_one_line(exc)}") from exc
+    return conn
 
 
 def _one_line(exc: BaseException) -> str:
@@ -106,7 +121,7 @@ class PgStore:
         self._slot = zlib.crc32(self.store_id.encode()) % _SLOTS
         self._sequence = SequenceBlock()
         migrate(url)
-        self._writer: Any = connect(url)
+        self._writer: Any = connect_writer(url)
         self._reader: Any = connect(url, autocommit=True, timeout_ms=2000)
         self._read_lock = threading.Lock()
         self._closed = False
@@ -165,22 +180,20 @@ class PgStore:
     # -- GroupBackend --------------------------------------------------------------
 
     def apply_group(self, batch: list[Write]) -> list[Outcome]:
+        """The group in one transaction. First without savepoints (two round trips fewer
+        per write); if any write raises, roll it all back and run the group again with a
+        savepoint per write, so the failing write alone is rolled back and answered."""
         if self._writer is None or self._writer.closed:
-            self._writer = connect(self.url)  # raises StoreUnavailable: the group fails
+            self._writer = connect_writer(self.url)  # raises StoreUnavailable: the group fails
         conn = self._writer
-        outcomes: list[Outcome] = []
         group_taken = self._sequence.mark()
-        ready: set[str] = set()
-        finished: list[str] = []
-        freed: set[str] = set()
         try:
-            for fn, _, _ in batch:
-                outcome, txn = self._apply_one(conn, fn)
-                outcomes.append(outcome)
-                if txn is not None:
-                    ready |= txn.ready_queues
-                    finished += txn.finished_ids
-                    freed |= txn.freed_queues
+            applied = self._apply_all(conn, batch)
+            if applied is None:
+                conn.rollback()
+                self._sequence.give_back(group_taken)
+                applied = self._apply_each(conn, batch)
+            outcomes, ready, finished, freed = applied
             for payload in _notify_payloads(self.store_id, ready, finished, freed):
                 conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
             conn.commit()
@@ -192,6 +205,43 @@ class PgStore:
             self._drop_writer()
             raise
         return outcomes
+
+    def _apply_all(self, conn: Any, batch: list[Write]) -> _Applied | None:
+        """Every write in the group's transaction, no savepoints; None if one raised (the
+        transaction then holds partial changes: the caller rolls it back)."""
+        outcomes: list[Outcome] = []
+        ready: set[str] = set()
+        finished: list[str] = []
+        freed: set[str] = set()
+        for fn, _, _ in batch:
+            txn = PgTaskTxn(conn, slot=self._slot, sequence=self._sequence, writable=True)
+            try:
+                value = fn(txn)
+                txn.flush()
+            except psycopg.OperationalError:
+                raise  # the connection is gone: the whole group fails (apply_group)
+            except Exception:
+                return None
+            outcomes.append((True, value))
+            ready |= txn.ready_queues
+            finished += txn.finished_ids
+            freed |= txn.freed_queues
+        return outcomes, ready, finished, freed
+
+    def _apply_each(self, conn: Any, batch: list[Write]) -> _Applied:
+        """Every write in its own savepoint: a failing one is rolled back alone."""
+        outcomes: list[Outcome] = []
+        ready: set[str] = set()
+        finished: list[str] = []
+        freed: set[str] = set()
+        for fn, _, _ in batch:
+            outcome, txn = self._apply_one(conn, fn)
+            outcomes.append(outcome)
+            if txn is not None:
+                ready |= txn.ready_queues
+                finished += txn.finished_ids
+                freed |= txn.freed_queues
+        return outcomes, ready, finished, freed
 
     def _apply_one(self, conn: Any, fn: Callable[[Any], Any]) -> tuple[Outcome, PgTaskTxn | None]:
         """Run one write function in a SAVEPOINT (rolled back alone if it raises), once

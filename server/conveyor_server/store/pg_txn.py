@@ -9,6 +9,8 @@ same row; READ COMMITTED re-checks the WHERE clause on a row it waited for.
 
 from __future__ import annotations
 
+import copy
+import itertools
 from typing import Any
 
 from conveyor_server.core.errors import LeaseLost
@@ -41,23 +43,64 @@ _NEXT_SQL = {
     "retention": "SELECT min(remove_at_us) FROM conveyor_tasks WHERE remove_at_us IS NOT NULL",
 }
 _COLUMNS = "id, record, payload"
-_INSERT_MANY = (
-    "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, lease_token, "
-    "lease_expires_us, deadline_us, remove_at_us, record, id, payload, concurrency_key) "
-    "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::int[], %s::bigint[], %s::bigint[], "
-    "%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::text[], "
-    "%s::bytea[], %s::text[])"
+#: The columns of a buffered task row, in order (put_task builds the tuples), and their
+#: types for binary COPY. Several rows go by COPY: its rows are encoded in C, where
+#: array parameters (unnest) cost ~15 µs a row in Python (docs/performance.md).
+_ROW_COLUMNS = (
+    "queue, state, priority, run_at_us, sequence, lease_token, lease_expires_us, deadline_us, "
+    "remove_at_us, record, id"
 )
+_ROW_TYPES = ["text", "int2", "int4", "int8", "int8", "text", "int8", "int8", "int8", "bytea"]
+_COPY_INSERT = (
+    f"COPY conveyor_tasks ({_ROW_COLUMNS}, payload, concurrency_key) FROM STDIN (FORMAT BINARY)"
+)
+_INSERT_TYPES = [*_ROW_TYPES, "text", "bytea", "text"]
+#: Updates of several rows: COPY them into this session's temp table (created once per
+#: writer connection by prepare_writer), tagged with a batch number, then one fenced
+#: UPDATE ... FROM it. ON COMMIT DELETE ROWS empties it at each commit.
+_WRITE_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS conveyor_write (batch bigint NOT NULL, queue text, "
+    "state smallint, priority integer, run_at_us bigint, sequence bigint, lease_token text, "
+    "lease_expires_us bigint, deadline_us bigint, remove_at_us bigint, record bytea, "
+    "id text, fence text) ON COMMIT DELETE ROWS"
+)
+_COPY_UPDATE = f"COPY conveyor_write (batch, {_ROW_COLUMNS}, fence) FROM STDIN (FORMAT BINARY)"
+_UPDATE_TYPES = ["int8", *_ROW_TYPES, "text", "text"]
+_SET_COLUMNS = (
+    "queue = u.queue, state = u.state, priority = u.priority, run_at_us = u.run_at_us, "
+    "sequence = u.sequence, lease_token = u.lease_token, lease_expires_us = u.lease_expires_us, "
+    "deadline_us = u.deadline_us, remove_at_us = u.remove_at_us, record = u.record"
+)
+_FENCE = f"(u.fence IS NULL OR (t.state = {int(TaskState.LEASED)} AND t.lease_token = u.fence))"
 _UPDATE = (
-    "UPDATE conveyor_tasks t SET queue = u.queue, state = u.state, priority = u.priority, "
-    "run_at_us = u.run_at_us, sequence = u.sequence, lease_token = u.lease_token, "
-    "lease_expires_us = u.lease_expires_us, deadline_us = u.deadline_us, "
-    "remove_at_us = u.remove_at_us, record = u.record "
-    "FROM unnest(%s::text[], %s::smallint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], "
-    "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::text[], %s::text[]) AS u(queue, "
-    "state, priority, run_at_us, sequence, lease_token, lease_expires_us, deadline_us, "
-    f"remove_at_us, record, id, fence) WHERE t.id = u.id AND (u.fence IS NULL OR "
-    f"(t.state = {int(TaskState.LEASED)} AND t.lease_token = u.fence)) RETURNING t.id"
+    f"UPDATE conveyor_tasks t SET {_SET_COLUMNS} FROM conveyor_write u "
+    f"WHERE u.batch = %s AND t.id = u.id AND {_FENCE} RETURNING t.id"
+)
+#: One row: the same fenced UPDATE with the values as parameters (one round trip).
+_UPDATE_ONE = (
+    f"UPDATE conveyor_tasks t SET {_SET_COLUMNS} FROM (VALUES (%s::text, %s::smallint, "
+    "%s::integer, %s::bigint, %s::bigint, %s::text, %s::bigint, %s::bigint, %s::bigint, "
+    "%s::bytea, %s::text, %s::text)) AS u(queue, state, priority, run_at_us, sequence, "
+    "lease_token, lease_expires_us, deadline_us, remove_at_us, record, id, fence) "
+    f"WHERE t.id = u.id AND {_FENCE} RETURNING t.id"
+)
+_BATCHES = itertools.count(1)
+#: The oldest READY run time of a queue without reading all its READY rows. Tasks without
+#: a concurrency key sit under key '' of the ready index, ordered by priority next: skip
+#: from one priority to the next (a recursive CTE) and take each one's earliest run time,
+#: O(priorities x log n). Keyed tasks (flow control) are read by a min() over the queue's
+#: keyed READY rows: O(n) in those only, paid by queues that use keys.
+_READY_ROWS = (
+    f"FROM conveyor_tasks WHERE queue = %(queue)s AND concurrency_key = '' AND state = {_R}"
+)
+_OLDEST_READY = (
+    f"WITH RECURSIVE p(priority) AS ((SELECT priority {_READY_ROWS} ORDER BY priority DESC "
+    f"LIMIT 1) UNION ALL SELECT (SELECT priority {_READY_ROWS} AND priority < p.priority "
+    "ORDER BY priority DESC LIMIT 1) FROM p WHERE p.priority IS NOT NULL) "
+    f"SELECT least(min((SELECT run_at_us {_READY_ROWS} AND priority = p.priority ORDER BY "
+    "priority DESC, run_at_us LIMIT 1)), (SELECT min(run_at_us) FROM conveyor_tasks "
+    f"WHERE queue = %(queue)s AND concurrency_key <> '' AND state = {_R})) "
+    "FROM p WHERE p.priority IS NOT NULL"
 )
 _INSERT = (
     "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, lease_token, "
@@ -77,6 +120,13 @@ _READY_KEYS = (
 )
 _FLOW_COLUMNS = "rate, burst, concurrency, key_concurrency, tokens, tokens_at"
 _SEQUENCE_BLOCK = 1000  # conveyor_sequence INCREMENT BY: one nextval per 1000 tasks
+
+
+def prepare_writer(conn: Any) -> None:
+    """Make a new writer connection ready: its session's temp table for batched updates.
+    (Session state, like LISTEN: the store needs direct or session-pooled connections.)"""
+    conn.execute(_WRITE_TABLE)
+    conn.commit()
 
 
 def _us(seconds: float | None) -> int | None:
@@ -118,13 +168,18 @@ class PgTaskTxn:
         self.freed_queues: set[str] = set()
         self._inserts: list[tuple[Any, ...]] = []
         self._updates: list[tuple[Any, ...]] = []
+        self._deletes: list[str] = []  # ids: one DELETE ... WHERE id = ANY at flush
 
     def _exec(self, sql: str, params: Any = None) -> Any:
-        if self._inserts or self._updates:
+        if self._inserts or self._updates or self._deletes:
             self._flush_writes()
         return self._conn.execute(sql, params)
 
     def _flush_writes(self) -> None:
+        # Deletes pending means no puts pending (each kind flushes the other before it
+        # buffers), so this order keeps the write function's order.
+        if self._deletes:
+            self._flush_deletes()
         if self._inserts:
             self._flush_inserts()
         if self._updates:
@@ -138,21 +193,31 @@ class PgTaskTxn:
         for row in rows:  # the same task twice: the last write wins, the first fence holds
             earlier = latest.get(row[10])
             latest[row[10]] = row if earlier is None else (*row[:11], earlier[11])
-        columns = [list(column) for column in zip(*latest.values(), strict=True)]
-        done = self._conn.execute(_UPDATE, columns).fetchall()
+        if len(latest) == 1:
+            done = self._conn.execute(_UPDATE_ONE, next(iter(latest.values()))).fetchall()
+        else:
+            batch = next(_BATCHES)
+            with self._conn.cursor() as cursor:
+                with cursor.copy(_COPY_UPDATE) as rows_in:
+                    rows_in.set_types(_UPDATE_TYPES)
+                    for row in latest.values():
+                        rows_in.write_row((batch, *row))
+                done = cursor.execute(_UPDATE, (batch,)).fetchall()
         if len(done) != len(latest):
             lost = sorted(set(latest) - {r[0] for r in done})
             raise LeaseLost(f"task {lost[0]}: its lease changed in another transaction")
 
     def _flush_inserts(self) -> None:
-        """New tasks are buffered and sent as one INSERT ... SELECT FROM unnest before the
-        next statement and at the end of the write function (one round trip)."""
+        """New tasks are buffered and sent before the next statement and at the end of the
+        write function: one INSERT, or one binary COPY for several."""
         rows, self._inserts = self._inserts, []
         if len(rows) == 1:
             self._conn.execute(_INSERT, rows[0])
-        else:  # one statement: the columns as arrays (faster than a pipelined executemany)
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            self._conn.execute(_INSERT_MANY, columns)
+        else:  # a duplicate id fails the COPY like the INSERT: UniqueViolation
+            with self._conn.cursor() as cursor, cursor.copy(_COPY_INSERT) as rows_in:
+                rows_in.set_types(_INSERT_TYPES)
+                for row in rows:
+                    rows_in.write_row(row)
 
     def _check_writable(self) -> None:
         if not self._writable:
@@ -176,7 +241,9 @@ class PgTaskTxn:
             self._rows[task_id] = record.decode(bytes(data), bytes(payload))
 
     def get_task(self, task_id: str) -> Task | None:
-        task = self._rows.pop(task_id, None)
+        """A copy of the cached row: a batch naming one big task 1,000 times (duplicates)
+        reads its row once, not 1,000 times (it was 30 s for a 2 MiB row)."""
+        task = self._rows.get(task_id)
         if task is None:
             lock = " FOR UPDATE" if self._writable else ""
             row = self._exec(
@@ -184,11 +251,13 @@ class PgTaskTxn:
             ).fetchone()
             if row is None:
                 return None
-            task = record.decode(bytes(row[0]), bytes(row[1]))
-        return self._remember(task)
+            task = self._rows[task_id] = record.decode(bytes(row[0]), bytes(row[1]))
+        return self._remember(copy.copy(task))
 
     def put_task(self, task: Task, *, is_new: bool = False) -> None:
         self._check_writable()
+        if self._deletes:
+            self._flush_deletes()
         counted = (task.queue, int(task.state))
         values = (
             task.queue,
@@ -225,19 +294,28 @@ class PgTaskTxn:
                 if state is TaskState.LEASED:
                     self.freed_queues.add(queue)
         self._remember(task)
+        self._rows[task.id] = copy.copy(task)  # what a later get_task here must see
         if task.state is TaskState.READY:
             self.ready_queues.add(task.queue)
         elif task.state.is_final:
             self.finished_ids.append(task.id)
 
     def delete_task(self, task: Task) -> None:
+        """Buffered: retention's batch of deletes goes as one statement at flush."""
         self._check_writable()
-        row = self._exec(
-            "DELETE FROM conveyor_tasks WHERE id = %s RETURNING queue, state", (task.id,)
-        ).fetchone()
+        if self._inserts or self._updates:
+            self._flush_writes()
+        self._deletes.append(task.id)
         self._loaded.pop(task.id, None)
-        if row is not None:
-            self._delta((row[0], int(row[1])), -1)
+        self._rows.pop(task.id, None)
+
+    def _flush_deletes(self) -> None:
+        ids, self._deletes = self._deletes, []
+        rows = self._conn.execute(
+            "DELETE FROM conveyor_tasks WHERE id = ANY(%s) RETURNING queue, state", (ids,)
+        ).fetchall()
+        for queue, state in rows:
+            self._delta((queue, int(state)), -1)
 
     def _delta(self, key: tuple[str, int], n: int) -> None:
         self._count_deltas[key] = self._count_deltas.get(key, 0) + n
@@ -285,26 +363,16 @@ class PgTaskTxn:
         return int(row[0])
 
     def keyed_queues(self) -> list[str]:
-        """Queues with READY or LEASED keyed tasks: one seek per queue that has any."""
-        candidates = [
-            row[0]
-            for row in self._exec(
-                f"SELECT DISTINCT queue FROM conveyor_counts WHERE state IN ({_R}, {_L})"
-            ).fetchall()
-        ]
-        found = []
-        for queue in sorted(candidates):
-            if self.ready_keys(queue, "", 1):
-                found.append(queue)
-                continue
-            row = self._exec(
-                f"SELECT 1 FROM conveyor_tasks WHERE queue = %s AND state = {_L} "
-                "AND concurrency_key <> '' LIMIT 1",
-                (queue,),
-            ).fetchone()
-            if row is not None:
-                found.append(queue)
-        return found
+        """Queues with READY or LEASED keyed tasks: one statement, two index seeks per
+        queue that holds READY or LEASED tasks at all."""
+        rows = self._exec(
+            "SELECT q.queue FROM (SELECT DISTINCT queue FROM conveyor_counts WHERE state IN "
+            f"({_R}, {_L})) q WHERE EXISTS (SELECT 1 FROM conveyor_tasks t WHERE "
+            f"t.queue = q.queue AND t.state = {_R} AND t.concurrency_key > '') OR EXISTS "
+            f"(SELECT 1 FROM conveyor_tasks t WHERE t.queue = q.queue AND t.state = {_L} "
+            "AND t.concurrency_key <> '') ORDER BY q.queue"
+        ).fetchall()
+        return [row[0] for row in rows]
 
     def due_task_ids(self, index: str, now: float, limit: int) -> list[str]:
         sql = _DUE_SQL[index]
@@ -349,16 +417,17 @@ class PgTaskTxn:
         return block.next
 
     def flush(self) -> None:
-        """Send buffered inserts, then the summed count changes: one upsert per (queue,
-        state) into this store's slot."""
+        """Send buffered inserts, then the summed count changes: one upsert statement for
+        every (queue, state) changed, into this store's slot (rows in key order)."""
         self._flush_writes()
-        deltas = [(k, n) for k, n in self._count_deltas.items() if n]
+        deltas = sorted((k, n) for k, n in self._count_deltas.items() if n)
         self._count_deltas = {}
-        for (queue, state), n in sorted(deltas):
+        if deltas:
+            rows = ", ".join(["(%s, %s, %s, %s)"] * len(deltas))
             self._exec(
-                "INSERT INTO conveyor_counts VALUES (%s, %s, %s, %s) ON CONFLICT "
+                f"INSERT INTO conveyor_counts VALUES {rows} ON CONFLICT "
                 "(slot, queue, state) DO UPDATE SET n = conveyor_counts.n + EXCLUDED.n",
-                (self._slot, queue, state, n),
+                [v for (queue, state), n in deltas for v in (self._slot, queue, state, n)],
             )
 
     # -- schedules -------------------------------------------------------------
@@ -413,10 +482,7 @@ class PgTaskTxn:
             depth.counts[TaskState(state)] = int(n)
         for depth in depths.values():
             if depth.counts.get(TaskState.READY):
-                row = self._exec(
-                    f"SELECT min(run_at_us) FROM conveyor_tasks WHERE queue = %s AND state = {_R}",
-                    (depth.queue,),
-                ).fetchone()
+                row = self._exec(_OLDEST_READY, {"queue": depth.queue}).fetchone()
                 depth.oldest_ready_at = row[0] / 1_000_000 if row[0] is not None else None
         return [depths[name] for name in sorted(depths)]
 
