@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench.common import CALL_TIMEOUT, KIND, PAYLOAD_OBJ, RunConfig, pid, running_broker
+from bench.common import CALL_TIMEOUT, KIND, PAYLOAD_OBJ, RunConfig, over, running_brokers
 from bench.measure import Sample
 from bench.scenarios._timing import Moved, deadline_in, timed
 from bench.sizes import Sizes
@@ -57,32 +57,33 @@ async def _drained(address: str, total: int, seconds: float) -> Moved:
 
 def drain_limited(sizes: Sizes, config: RunConfig) -> list[Sample]:
     """Time from `go` to every task SUCCEEDED, under the limits above."""
-    with running_broker(config.durability, config.broker_args) as broker:
-        total = asyncio.run(
-            prefill_keyed(broker.address, sizes.drain, deadline_in(sizes.max_seconds))
-        )
-        with Client(broker.address, timeout=CALL_TIMEOUT) as client:
+    with running_brokers(config) as brokers:
+        deadline = deadline_in(sizes.max_seconds)
+        total = asyncio.run(prefill_keyed(brokers.address, sizes.drain, deadline))
+        with Client(brokers.address, timeout=CALL_TIMEOUT) as client:
             client.update_queue(QUEUE, concurrency=CONCURRENCY, key_concurrency=KEY_CONCURRENCY)
-        workers = WorkerProcesses(broker.address, QUEUE, config, config.drain_processes)
+        targets = brokers.spread(max(config.drain_processes, config.brokers))
+        workers = WorkerProcesses(targets, QUEUE, config)
         try:
 
             async def body() -> Moved:
                 workers.go()
-                return await _drained(broker.address, total, sizes.max_seconds)
+                return await _drained(brokers.address, total, sizes.max_seconds)
 
+            defaults = Worker()
             c = (
-                Worker().concurrency
+                defaults.concurrency
                 if config.drain_concurrency is None
                 else config.drain_concurrency
             )
-            f = Worker().prefetch if config.drain_prefetch is None else config.drain_prefetch
+            defaults.concurrency = c
+            f = defaults.prefetch if config.drain_prefetch is None else config.drain_prefetch
             sample = timed(
                 "drain-limited",
-                f"drain-limited: drain with concurrency {CONCURRENCY}, {KEYS} keys x "
-                f"key_concurrency {KEY_CONCURRENCY}; Worker SDK, {config.drain_processes} "
-                f"process(es) x concurrency {c}, prefetch {f}, {config.drain_handler} no-op "
-                "handler",
-                pid(broker),
+                f"drain-limited: concurrency {CONCURRENCY}, {KEYS} keys x key_concurrency "
+                f"{KEY_CONCURRENCY}; Worker SDK, {len(targets)} process(es) x concurrency {c}, "
+                f"prefetch {f}, {config.drain_handler} no-op handler{over(config)}",
+                brokers.pids,
                 body,
                 workers.pids,
             )
