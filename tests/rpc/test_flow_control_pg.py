@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from conveyor.v1 import queue_service_pb2 as pb2
@@ -14,7 +15,8 @@ from tests.rpc.test_flow_control import ack, fill, update
 def test_limits_hold_across_brokers_and_a_slot_freed_on_one_wakes_the_other(
     postgres_server, broker_factory
 ) -> None:
-    url = postgres_server.create_database("flow_two_brokers")
+    # its own database (the suite runs this once per broker_store, both times on PostgreSQL)
+    url = postgres_server.create_database(f"flow_two_brokers_{uuid.uuid4().hex[:8]}")
     a = connect(broker_factory("--database-url", url).address)
     b = connect(broker_factory("--database-url", url).address)
     admin = queue_service_pb2_grpc.QueueServiceStub(a.channel)
