@@ -102,12 +102,14 @@ def broker_factory(
 ) -> Iterator[Callable[..., BrokerProcess]]:
     """Start brokers with extra `conveyor serve` flags; all are killed at teardown.
 
-    On "postgres" each broker gets its own fresh database.
+    On "postgres" each broker gets its own fresh database, unless the test names one
+    (`--database-url`: several brokers on one database).
     """
     started: list[BrokerProcess] = []
 
     def start(*extra_args: str) -> BrokerProcess:
-        url = new_database_url(request, broker_store)
+        names_one = any(arg.split("=", 1)[0] == "--database-url" for arg in extra_args)
+        url = "" if names_one else new_database_url(request, broker_store)
         process = BrokerProcess(tmp_path_factory.mktemp("data"), extra_args, database_url=url)
         started.append(process)
         process.start()
