@@ -297,7 +297,7 @@ def test_cancel_errors(stubs, queue):
     )
 
 
-@pytest.mark.lmdb_only  # --max-store-bytes caps the LMDB map; the PostgreSQL store ignores it
+@pytest.mark.lmdb_only  # --max-store-bytes caps the LMDB map (refused with --database-url)
 def test_full_store_is_resource_exhausted(broker_factory):
     broker = broker_factory("--max-store-bytes", "1MiB", "--max-payload-bytes", "600KiB")
     stubs = connect(broker.address)
