@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from conveyor.v1 import queue_service_pb2 as pb2
 from conveyor.v1 import queue_service_pb2_grpc
+from conveyor_server.testing import BrokerProcess
 from tests.rpc.helpers import connect, lease, seconds
 from tests.rpc.test_flow_control import ack, fill, update
 
 
+@pytest.mark.postgres
 def test_limits_hold_across_brokers_and_a_slot_freed_on_one_wakes_the_other(
-    postgres_server, broker_factory
+    template_databases, tmp_path
 ) -> None:
-    # its own database (the suite runs this once per broker_store, both times on PostgreSQL)
-    url = postgres_server.create_database(f"flow_two_brokers_{uuid.uuid4().hex[:8]}")
-    a = connect(broker_factory("--database-url", url).address)
-    b = connect(broker_factory("--database-url", url).address)
+    url = template_databases.create()
+    brokers = [BrokerProcess(tmp_path / name, database_url=url) for name in ("a", "b")]
+    try:
+        for broker in brokers:
+            broker.start()
+        _two_brokers(*(connect(broker.address) for broker in brokers))
+    finally:
+        for broker in brokers:
+            broker.kill()
+        template_databases.drop(url)
+
+
+def _two_brokers(a, b) -> None:
     admin = queue_service_pb2_grpc.QueueServiceStub(a.channel)
     update(admin, "shared", concurrency=3, key_concurrency=1)
     fill(a, "shared", 4, concurrency_key="x")

@@ -57,6 +57,16 @@ def test_ready_keys_are_distinct_in_key_order_past_after(store: Any, make_task) 
     assert read(lambda txn: txn.ready_keys("none", "", 100)) == []
 
 
+def test_ready_heads_name_each_keys_first_task(store: Any, make_task) -> None:
+    a_low = make_task(queue="q", concurrency_key="a", priority=-1)
+    a_high = make_task(queue="q", concurrency_key="a", priority=5)
+    b = make_task(queue="q", concurrency_key="b")
+    put(store, make_task(queue="q"), a_low, a_high, b)
+    heads = store.read(lambda txn: txn.ready_heads("q", "", 10))
+    assert heads == [("a", a_high.id), ("b", b.id)]
+    assert store.read(lambda txn: txn.ready_heads("q", "a", 10)) == [("b", b.id)]
+
+
 def test_leased_counts_per_queue_and_per_key_follow_state_changes(store: Any, make_task) -> None:
     tasks = [make_task(queue="q", concurrency_key=k) for k in ("a", "a", "b", "")]
     put(store, *tasks)
@@ -147,3 +157,40 @@ def test_flows_and_keyed_tasks_survive_reopening_lmdb(tmp_path: Path, make_task)
         assert again.read(lambda txn: txn.ready_task_ids("q", 5, "k")) == [task.id]
     finally:
         again.close()
+
+
+def test_a_schema_3_data_dir_opens_as_schema_4_with_its_tasks(tmp_path: Path, make_task) -> None:
+    import lmdb
+    import pytest
+
+    from conveyor_server.core.errors import StoreSchemaError
+    from conveyor_server.store import keys
+    from conveyor_server.store.base import DATABASES, SCHEMA_VERSION
+    from conveyor_server.upgrades import LMDB_UPGRADES
+
+    path = tmp_path / "data"
+    store = LmdbStore(path, initial_map_bytes=16 << 20, max_bytes=64 << 20)
+    task = make_task(queue="q")
+    put(store, task)
+    store.close()
+    env = lmdb.open(str(path), max_dbs=len(DATABASES) + 1)  # as schema 3 left it
+    try:
+        with env.begin(write=True) as txn:
+            for name in (b"keyed", b"keyleased"):
+                txn.drop(env.open_db(name, txn=txn), delete=True)
+            txn.put(b"schema_version", keys.pack_u64(3), db=env.open_db(b"meta", txn=txn))
+    finally:
+        env.close()
+    with pytest.raises(StoreSchemaError, match="schema version 3"):
+        LmdbStore(path, initial_map_bytes=16 << 20, max_bytes=64 << 20)
+    upgraded = LmdbStore(
+        path, initial_map_bytes=16 << 20, max_bytes=64 << 20, upgrades=LMDB_UPGRADES
+    )
+    try:
+        assert SCHEMA_VERSION == 4
+        assert upgraded.read(lambda txn: txn.ready_task_ids("q", 5)) == [task.id]
+        keyed = make_task(queue="q", concurrency_key="k")
+        put(upgraded, keyed)
+        assert upgraded.read(lambda txn: txn.ready_keys("q", "", 5)) == ["k"]
+    finally:
+        upgraded.close()

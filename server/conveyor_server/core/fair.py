@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from conveyor_server.core.store import TaskTxn
 
-#: Keys read per ready_keys call while walking the ring.
+#: Most keys read per ready_heads call while walking the ring.
 KEY_PAGE = 64
 #: Most keys one pick looks at (a ring of keys all at their limit costs one pick this many
 #: seeks, not one per key in the queue); the next pick goes on where this one stopped.
@@ -36,8 +36,11 @@ class Pick:
     is_key_throttled: bool = False
 
 
-def ring(txn: TaskTxn, queue: str, cursor: str | None) -> Iterator[str]:
-    """The queue's keys with READY tasks, once each, starting after `cursor`.
+def ring(
+    txn: TaskTxn, queue: str, cursor: str | None, page_size: int = KEY_PAGE
+) -> Iterator[tuple[str, str]]:
+    """The queue's keys with READY tasks, once each, starting after `cursor`, each with
+    the id of its first READY task (its head).
 
     Order: keys greater than the cursor, then "" (tasks without a key) if it has READY
     tasks, then the keys up to and including the cursor.
@@ -45,33 +48,35 @@ def ring(txn: TaskTxn, queue: str, cursor: str | None) -> Iterator[str]:
     start = cursor or ""
     after = start
     while True:
-        page = txn.ready_keys(queue, after, KEY_PAGE)
+        page = txn.ready_heads(queue, after, page_size)
         yield from page
-        if len(page) < KEY_PAGE:
+        if len(page) < page_size:
             break
-        after = page[-1]
-    if txn.ready_task_ids(queue, 1):
-        yield ""
+        after = page[-1][0]
+    unkeyed = txn.ready_task_ids(queue, 1)
+    if unkeyed:
+        yield "", unkeyed[0]
     if not start:
         return
     after = ""
     while True:
-        page = txn.ready_keys(queue, after, KEY_PAGE)
-        for key in page:
+        page = txn.ready_heads(queue, after, page_size)
+        for key, head in page:
             if key > start:
                 return
-            yield key
-        if len(page) < KEY_PAGE:
+            yield key, head
+        if len(page) < page_size:
             return
-        after = page[-1]
+        after = page[-1][0]
 
 
 def pick(txn: TaskTxn, queue: str, count: int, key_limit: int, cursor: str | None) -> Pick:
     """Up to `count` READY task ids of the queue, fairly between keys (see the module)."""
     out = Pick()
-    eligible: list[tuple[str, int]] = []  # (key, how many it may take), in ring order
+    eligible: list[tuple[str, int, str]] = []  # (key, how many it may take, head), ring order
     looked_at = 0
-    for key in ring(txn, queue, cursor):
+    # pages no larger than needed: a SQL store locks each head it reads until commit
+    for key, head in ring(txn, queue, cursor, max(1, min(KEY_PAGE, count))):
         looked_at += 1
         room = count
         if key and key_limit:
@@ -82,16 +87,20 @@ def pick(txn: TaskTxn, queue: str, count: int, key_limit: int, cursor: str | Non
                     out.cursor = key
                     break
                 continue
-        eligible.append((key, room))
+        eligible.append((key, room, head))
         if len(eligible) >= count or looked_at >= MAX_KEYS_LOOKED_AT:
             break
     if not eligible:
         return out
-    fetched = _fetch(txn, queue, count, eligible)
+    if len(eligible) >= count:  # one turn: each key's head (the common case with many keys)
+        out.task_ids = [head for _, _, head in eligible[:count]]
+        out.cursor = eligible[count - 1][0]
+        return out
+    fetched = _fetch(txn, queue, count, [(key, room) for key, room, _ in eligible])
     turn = 0
     while len(out.task_ids) < count:
         served = False
-        for key, _ in eligible:
+        for key, _, _ in eligible:
             ids = fetched[key]
             if turn < len(ids):
                 out.task_ids.append(ids[turn])
@@ -117,7 +126,7 @@ def _fetch(
         more: list[tuple[str, int]] = []
         for key, room in pending:
             want = min(room, quota)
-            ids = txn.ready_task_ids(queue, want, key)
+            ids = txn.ready_task_ids(queue, want, key) if key else txn.ready_task_ids(queue, want)
             fetched[key] = ids
             if len(ids) == want and want < room:
                 more.append((key, room))

@@ -57,6 +57,11 @@ class TaskTxn(Protocol):
         key order (byte order of their UTF-8). One index seek per key, not a scan of tasks."""
         ...
 
+    def ready_heads(self, queue: str, after: str, limit: int) -> list[tuple[str, str]]:
+        """As ready_keys, each key with the id of its first READY task in lease order
+        (a write takes it as ready_task_ids would: a SQL store locks it, SKIP LOCKED)."""
+        ...
+
     def leased_count(self, queue: str, concurrency_key: str | None = None) -> int:
         """LEASED tasks of the queue (None), or of one key of it; cheap (kept counts or a
         small index), and including this write's own changes."""

@@ -6,7 +6,7 @@ ready      queue 0x00 | 0x7fffffff-priority u32 | run_at_us u64 | sequence u64 -
            (READY tasks without a concurrency_key only)
 keyed      queue 0x00 | key 0x00 | 0x7fffffff-priority u32 | run_at_us u64 | sequence u64 -> id
            (READY tasks with a concurrency_key; a key holds no NUL: core/validation.py)
-keyleased  queue 0x00 | key                                -> u64 LEASED tasks with that key
+keyleased  queue 0x00 | key 0x00 | id                      -> b""   (LEASED keyed tasks only)
 scheduled  run_at_us u64 | sequence u64                    -> id
 leases     lease_expires_at_us u64 | id                    -> b""
 deadlines  deadline_us u64 | id                            -> b""   (SCHEDULED/READY only)
@@ -64,10 +64,6 @@ def keyed_ready_key(task: Task) -> bytes:
     )
 
 
-def key_count_key(queue: str, concurrency_key: str) -> bytes:
-    return queue.encode() + b"\x00" + concurrency_key.encode()
-
-
 def ready_key_run_at(key: bytes, prefix_length: int) -> float:
     """The run time in a ready key whose queue prefix is `prefix_length` bytes."""
     return _U64.unpack_from(key, prefix_length + 4)[0] / 1_000_000
@@ -109,8 +105,11 @@ def index_entries(task: Task) -> set[tuple[str, bytes, bytes]]:
             entries.add(("ready", ready_key(task), tid))
     elif state is TaskState.SCHEDULED:
         entries.add(("scheduled", scheduled_key(task), tid))
-    elif state is TaskState.LEASED and task.lease_expires_at is not None:
-        entries.add(("leases", time_key(task.lease_expires_at, tid), b""))
+    elif state is TaskState.LEASED:
+        if task.lease_expires_at is not None:
+            entries.add(("leases", time_key(task.lease_expires_at, tid), b""))
+        if task.concurrency_key:
+            entries.add(("keyleased", keyed_prefix(task.queue, task.concurrency_key) + tid, b""))
     if task.deadline is not None and state in (TaskState.SCHEDULED, TaskState.READY):
         entries.add(("deadlines", time_key(task.deadline, tid), b""))
     remove_at = task.remove_at

@@ -46,8 +46,6 @@ class KvTaskTxn(KvQueueVerbs):
         self._sequence: int | None = None
         self._is_sequence_dirty = False
         self._count_deltas: dict[tuple[str, TaskState], int] = {}
-        #: LEASED tasks per (queue, concurrency_key), summed like the counts; keyed only
-        self._key_deltas: dict[tuple[str, str], int] = {}
 
     def get_task(self, task_id: str) -> Task | None:
         data = self._kv.get("tasks", task_id.encode())
@@ -76,8 +74,6 @@ class KvTaskTxn(KvQueueVerbs):
             for db, key, value in new:
                 kv.put(db, key, value)
             deltas[counted] = deltas.get(counted, 0) + 1
-            if task.concurrency_key and task.state is TaskState.LEASED:
-                self._key_delta(task, +1)
         else:
             loaded = self._loaded.get(task.id)
             if loaded is None:
@@ -98,10 +94,6 @@ class KvTaskTxn(KvQueueVerbs):
                 if was_counted is not None:
                     deltas[was_counted] = deltas.get(was_counted, 0) - 1
                 deltas[counted] = deltas.get(counted, 0) + 1
-                if task.concurrency_key:  # the key never changes; its LEASED count may
-                    was_leased = was_counted is not None and was_counted[1] is TaskState.LEASED
-                    if was_leased != (task.state is TaskState.LEASED):
-                        self._key_delta(task, -1 if was_leased else +1)
         kv.put("tasks", task_key, record.encode(task))
         self._loaded[task.id] = (new, counted)
 
@@ -115,12 +107,6 @@ class KvTaskTxn(KvQueueVerbs):
         self._kv.delete("payloads", task.id.encode())
         deltas = self._count_deltas
         deltas[counted] = deltas.get(counted, 0) - 1
-        if task.concurrency_key and counted[1] is TaskState.LEASED:
-            self._key_delta(task, -1)
-
-    def _key_delta(self, task: Task, n: int) -> None:
-        at = (task.queue, task.concurrency_key)
-        self._key_deltas[at] = self._key_deltas.get(at, 0) + n
 
     def ready_task_ids(self, queue: str, limit: int, concurrency_key: str = "") -> list[str]:
         """READY tasks of a queue with exactly this key ("": none) in lease order:
@@ -137,17 +123,22 @@ class KvTaskTxn(KvQueueVerbs):
     def ready_keys(self, queue: str, after: str, limit: int) -> list[str]:
         """Distinct keys (never "") with READY tasks, past `after`, in key order: one seek
         per key (a skip scan of the keyed index)."""
+        return [key for key, _ in self.ready_heads(queue, after, limit)]
+
+    def ready_heads(self, queue: str, after: str, limit: int) -> list[tuple[str, str]]:
+        """ready_keys with each key's first READY task: the entry its seek lands on."""
         prefix = keys.queue_prefix(queue)
         end = prefix[:-1] + b"\x01"
         start = prefix + after.encode() + b"\x01" if after else prefix
-        found: list[str] = []
+        found: list[tuple[str, str]] = []
         while len(found) < limit:
             items = self._kv.scan("keyed", start, end, 1)
             if not items:
                 break
-            rest = items[0][0][len(prefix) :]
+            key, task_id = items[0]
+            rest = key[len(prefix) :]
             name = rest[: rest.index(b"\x00")]
-            found.append(name.decode())
+            found.append((name.decode(), task_id.decode()))
             start = prefix + name + b"\x01"  # past every entry of this key
         return found
 
@@ -157,10 +148,14 @@ class KvTaskTxn(KvQueueVerbs):
             at = (queue, TaskState.LEASED)
             data = self._kv.get("counts", keys.count_key(queue, TaskState.LEASED))
             pending = self._count_deltas.get(at, 0)
-        else:
-            data = self._kv.get("keyleased", keys.key_count_key(queue, concurrency_key))
-            pending = self._key_deltas.get((queue, concurrency_key), 0)
-        return (keys.unpack_u64(data) if data is not None else 0) + pending
+            return (keys.unpack_u64(data) if data is not None else 0) + pending
+        if not concurrency_key:  # tasks without a key: the queue's LEASED less the keyed
+            start = keys.queue_prefix(queue)
+            keyed = self._kv.scan("keyleased", start, start[:-1] + b"\x01", 1 << 62)
+            return self.leased_count(queue) - len(keyed)
+        # the key's entries in the keyleased index: about as many as its key_concurrency
+        prefix = keys.keyed_prefix(queue, concurrency_key)
+        return len(self._kv.scan("keyleased", prefix, prefix[:-1] + b"\x01", 1 << 62))
 
     def keyed_queues(self) -> list[str]:
         """Queues holding READY or LEASED tasks with a key, in name order (a skip scan)."""
@@ -222,11 +217,6 @@ class KvTaskTxn(KvQueueVerbs):
                 if delta:
                     _add_count(self._kv, keys.count_key(queue, state), delta)
             self._count_deltas = {}
-        if self._key_deltas:
-            for (queue, key), delta in self._key_deltas.items():
-                if delta:
-                    _add_count(self._kv, keys.key_count_key(queue, key), delta, "keyleased")
-            self._key_deltas = {}
 
     # -- schedules -------------------------------------------------------------
 
@@ -324,13 +314,13 @@ class KvTaskTxn(KvQueueVerbs):
         return len(self._kv.scan(index, b"", None, 1 << 62))
 
 
-def _add_count(kv: KvTxn, key: bytes, delta: int, db: str = "counts") -> None:
-    data = kv.get(db, key)
+def _add_count(kv: KvTxn, key: bytes, delta: int) -> None:
+    data = kv.get("counts", key)
     total = (keys.unpack_u64(data) if data is not None else 0) + delta
     if total > 0:
-        kv.put(db, key, keys.pack_u64(total))
+        kv.put("counts", key, keys.pack_u64(total))
     elif data is not None:  # a queue and state that holds no task has no count
-        kv.delete(db, key)
+        kv.delete("counts", key)
 
 
 def rebuild_queue_counts(kv: KvTxn) -> None:

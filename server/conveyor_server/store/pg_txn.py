@@ -337,6 +337,16 @@ class PgTaskTxn:
         rows = self._exec(_READY_KEYS, {"q": queue, "after": after, "limit": limit}).fetchall()
         return [row[0] for row in rows]
 
+    def ready_heads(self, queue: str, after: str, limit: int) -> list[tuple[str, str]]:
+        """Each key's first task through ready_task_ids, so a write locks it SKIP LOCKED
+        (a key whose READY tasks another broker holds locked is left out)."""
+        heads = []
+        for key in self.ready_keys(queue, after, limit):
+            ids = self.ready_task_ids(queue, 1, key)
+            if ids:
+                heads.append((key, ids[0]))
+        return heads
+
     def leased_count(self, queue: str, concurrency_key: str | None = None) -> int:
         """The queue's: its count shards plus this write's changes; a key's: a count over
         the small partial index of LEASED keyed tasks (this write's rows already sent)."""
