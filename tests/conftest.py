@@ -1,8 +1,8 @@
 """Shared fixtures: a real `conveyor serve` subprocess on a loopback port with a temp data dir.
 
-Brokers use the store that `broker_store` names: "lmdb" here; tests/rpc and tests/e2e
-override it with both "lmdb" and "postgres" (a fresh database per broker, copied from a
-migrated template). A test marked `lmdb_only` is deselected from the "postgres" run.
+Brokers use the store that `broker_store` names: "lmdb" here; tests/rpc, tests/e2e and
+tests/client override it with both "lmdb" and "postgres" (a fresh database per broker,
+copied from a migrated template). A test marked `lmdb_only` is not run on "postgres".
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def template_databases(postgres_server: PostgresServer) -> TemplateDatabases:
 
 @pytest.fixture(scope="module")
 def broker_store() -> str:
-    """The store of the brokers the fixtures start; tests/rpc and tests/e2e ask for both."""
+    """The store of the brokers the fixtures start; rpc, e2e and client ask for both."""
     return "lmdb"
 
 

@@ -1,9 +1,11 @@
 """PostgreSQL itself crashes (`pg_ctl stop -m immediate`) and comes back, under load on two
-brokers. While it is down every probe on either broker answers UNAVAILABLE, promptly (not
-INTERNAL, not a hang); once it is back both brokers serve again without a restart of
-their own, and nothing acknowledged is lost (the ledger: lost, resurrected, twice and
-unexpected all 0). The server runs with fsync on: an immediate stop is a crash, and an
-acknowledged commit must survive it. CI: 2 outages; CONVEYOR_LONG_TESTS=1: 10.
+brokers. While it is down every probe on either broker (a write, a read, a Lease) answers
+UNAVAILABLE, promptly: not INTERNAL, not a hang, not an empty answer. Once it is back both
+brokers serve again without a restart of their own, nothing acknowledged is lost (the
+ledger: lost, resurrected, twice and unexpected all 0), and a worker parked on one broker
+still wakes for a task enqueued on the other (the LISTEN connections came back). The
+server runs with fsync on: an immediate stop is a crash, and an acknowledged commit must
+survive it. CI: 2 outages; CONVEYOR_LONG_TESTS=1: 10.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
+from conveyor.v1 import (
+    task_pb2,
+    task_service_pb2,
+    task_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
 from conveyor_server.testing.postgres import PostgresServer
 from tests.conftest import require_postgres
 from tests.reliability.conftest import ClusterFactory
@@ -23,6 +31,7 @@ from tests.reliability.ledger import Ledger, count
 from tests.reliability.load import Load, channel, read_back
 from tests.reliability.sizes import pick
 from tests.reliability.test_broker_sigkill import LEASE_SECONDS, _drain
+from tests.reliability.test_pg_cross_broker_wakeup import latencies, lease_worker, stream_worker
 
 pytestmark = pytest.mark.postgres
 
@@ -31,17 +40,29 @@ DOWN_SECONDS = 3.0
 PROMPT_SECONDS = 4.0  # a probe answers within this while PostgreSQL is down
 
 
-def _probe(address: str, n: int) -> tuple[str, float]:
-    """One Enqueue: its status code name and how long the answer took."""
-    stub = task_service_pb2_grpc.TaskServiceStub(channel(address))
-    spec = task_pb2.TaskSpec(id=f"probe-{address}-{n}", queue="probe", kind="job")
-    started = time.monotonic()
-    try:
-        stub.Enqueue(task_service_pb2.EnqueueRequest(task=spec), timeout=10)
-        code = "OK"
-    except grpc.RpcError as exc:
-        code = exc.code().name
-    return code, time.monotonic() - started
+def _probe(address: str, n: int) -> list[tuple[str, float]]:
+    """An Enqueue (a write), a GetTask (a read) and a Lease without a wait: each call's
+    status code name and how long its answer took."""
+    conn = channel(address)
+    tasks = task_service_pb2_grpc.TaskServiceStub(conn)
+    workers = worker_service_pb2_grpc.WorkerServiceStub(conn)
+    spec = task_pb2.TaskSpec(id=f"probe-{n}", queue="probe", kind="job")
+    calls = [
+        lambda: tasks.Enqueue(task_service_pb2.EnqueueRequest(task=spec), timeout=10),
+        lambda: tasks.GetTask(task_service_pb2.GetTaskRequest(task_id="0-0"), timeout=10),
+        lambda: workers.Lease(worker_service_pb2.LeaseRequest(queues=["probe"]), timeout=10),
+    ]
+    answers = []
+    for call in calls:
+        started = time.monotonic()
+        try:
+            call()
+            code = "OK"
+        except grpc.RpcError as exc:
+            code = exc.code().name
+        answers.append((code, time.monotonic() - started))
+    conn.close()
+    return answers
 
 
 def _wait_serving(address: str, timeout: float) -> float:
@@ -49,7 +70,7 @@ def _wait_serving(address: str, timeout: float) -> float:
     n = 0
     while time.monotonic() - started < timeout:
         n += 1
-        if _probe(address, 10_000 + n)[0] == "OK":
+        if _probe(address, 10_000 + n)[0][0] == "OK":
             return time.monotonic() - started
         time.sleep(0.1)
     raise AssertionError(f"{address} did not serve again within {timeout} s")
@@ -88,9 +109,9 @@ def test_postgres_crash_under_load_answers_unavailable_then_loses_nothing(
             while time.monotonic() < down_until:
                 for broker in brokers:
                     n += 1
-                    code, took = _probe(broker.address, n)
-                    codes[code] += 1
-                    slowest = max(slowest, took)
+                    for code, took in _probe(broker.address, n):
+                        codes[code] += 1
+                        slowest = max(slowest, took)
                 time.sleep(0.1)
             crashable_postgres.start()
             recoveries += [_wait_serving(b.address, timeout=30) for b in brokers]
@@ -102,11 +123,17 @@ def test_postgres_crash_under_load_answers_unavailable_then_loses_nothing(
         for load in loads:
             load.stop()
     counts = count(ledger, read_back(brokers[1].address, ledger.ids()))
+    # the LISTEN connections came back too: parked workers on one broker still wake up
+    # for tasks enqueued on the other
+    a, b = (x.address for x in brokers)
+    woken = latencies(a, b, "after-lease", lease_worker, rounds=20)
+    woken += latencies(b, a, "after-stream", stream_worker, rounds=20)
     with capsys.disabled():
         print(
             f"\nPostgreSQL crashed {OUTAGES}x under load: probes while down {dict(codes)}, "
             f"slowest answer {slowest:.2f} s, serving again after "
-            f"{max(recoveries):.2f} s at most; {counts.line()}"
+            f"{max(recoveries):.2f} s at most; {counts.line()}; wake-ups after: "
+            f"max {max(woken) * 1000:.0f} ms"
         )
     errors = loads[0].errors + loads[1].errors
     assert not errors, errors
@@ -114,6 +141,7 @@ def test_postgres_crash_under_load_answers_unavailable_then_loses_nothing(
     assert slowest < PROMPT_SECONDS
     assert all(b.process is not None and b.process.poll() is None for b in brokers)
     assert counts.tasks > 200
+    assert max(woken) < 1.0, sorted(woken)[-5:]
     assert counts.lost == [], counts.lost[:20]
     assert counts.resurrected == [], counts.resurrected[:20]
     assert counts.twice == [], counts.twice[:20]

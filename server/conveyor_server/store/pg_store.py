@@ -7,8 +7,11 @@ write functions runs in one transaction; one COMMIT (synchronous_commit on) befo
 future resolves. The group runs first without savepoints; if a write raises (a lost
 lease, a duplicate cron fire's unique violation), the transaction is rolled back and the
 group runs again with each write in a SAVEPOINT, so the failing one rolls back alone and
-is answered. Reads (`read`, called on the
-event loop) use their own connection with a short statement_timeout.
+is answered.
+
+Reads (`read`, called on the event loop) use their own autocommit connection with a
+short statement_timeout, one statement at a time (READ COMMITTED: a transaction around
+them would add two round trips and no consistency).
 
 Wake-ups across brokers: each commit that made tasks READY or final sends ONE pg_notify
 (debounced per group: the queues and final ids, chunked under 8000 bytes, tagged with this
@@ -144,11 +147,13 @@ class PgStore:
                 try:
                     if self._reader is None or self._reader.closed:
                         self._reader = connect(self.url, autocommit=True, timeout_ms=2000)
-                    with self._reader.transaction():
-                        txn = PgTaskTxn(
-                            self._reader, slot=self._slot, sequence=self._sequence, writable=False
-                        )
-                        return fn(txn)  # type: ignore[arg-type]
+                    # No BEGIN/COMMIT around it (two round trips per read on the event
+                    # loop): under READ COMMITTED each statement takes its own snapshot
+                    # inside a transaction too, and a read takes no locks.
+                    txn = PgTaskTxn(
+                        self._reader, slot=self._slot, sequence=self._sequence, writable=False
+                    )
+                    return fn(txn)  # type: ignore[arg-type]
                 except psycopg.OperationalError as exc:
                     self._reader = None
                     if attempt == 2:
