@@ -187,3 +187,19 @@ def test_keyed_tasks_become_ready_again_after_a_release(h: Harness) -> None:
     h.broker.keyed_queues.clear()
     h.release(leased)
     assert h.lease_one("q").id == task.id
+
+
+def test_keys_cut_off_by_a_full_answer_keep_their_turn(h: Harness, admin: QueueAdmin) -> None:
+    """The key cursor moves to the last key actually leased, not the last one picked: a
+    lease that the answer's byte budget cuts short leaves the rest their turn."""
+    limit(h, admin, key_concurrency=1000)
+    payload = b"x" * (1024 * 1024)  # 1 MiB: about 63 fit one answer
+    for k in range(100):
+        fill(h, 3, concurrency_key=f"k{k:03d}", payload=payload)
+    served: Counter[str] = Counter()
+    for _ in range(3):
+        batch = h.lease_batch(["q"], 100)
+        assert 0 < len(batch.tasks) < 100  # cut by the answer size, not by the keys
+        served.update(t.concurrency_key for t in batch.tasks)
+    assert sorted(served) == [f"k{k:03d}" for k in range(100)]
+    assert max(served.values()) <= 2

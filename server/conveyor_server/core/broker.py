@@ -438,18 +438,20 @@ class Broker:
             if tokens < take:
                 take, capped_by = tokens, "rate"
         chosen = fair.pick(txn, queue, take, limits.key_concurrency, self._key_cursors.get(queue))
-        if chosen.cursor is not None:
-            self._key_cursors[queue] = chosen.cursor
         if chosen.is_key_throttled:
             batch.throttled.append((queue, "key_concurrency"))
         if stored is None and not txn.ready_keys(queue, "", 1):
             self.keyed_queues.discard(queue)  # no keyed task left: back to the plain path
         before = len(batch.tasks)
         is_full = False
-        for task_id in chosen.task_ids:
+        cursor = chosen.cursor  # the key of the last task taken, else where the walk stopped
+        for task_id, key in zip(chosen.task_ids, chosen.keys, strict=True):
             if not lease.take(_must_get(txn, task_id)):
                 is_full = True
                 break
+            cursor = key
+        if cursor is not None:
+            self._key_cursors[queue] = cursor
         leased = len(batch.tasks) - before  # tasks past their deadline take no token
         if stored is not None and limits.rate and leased:
             stored = flow.take(stored, now, leased)

@@ -30,7 +30,12 @@ class Pick:
     """Task ids to lease, in turn order, and what the walk learned."""
 
     task_ids: list[str] = field(default_factory=list)
-    #: The key served (or looked at) last: where the next pick resumes. None: no change.
+    #: Each task id's key ("" for none), parallel to task_ids: the caller moves its cursor
+    #: to the key of the last task it actually leased (an answer cut short by its size
+    #: leaves the keys after the cut their turn).
+    keys: list[str] = field(default_factory=list)
+    #: With no task ids: the key looked at last, where the next pick resumes. None: no
+    #: change.
     cursor: str | None = None
     #: A key with READY tasks was passed over because it was at key_concurrency.
     is_key_throttled: bool = False
@@ -94,7 +99,7 @@ def pick(txn: TaskTxn, queue: str, count: int, key_limit: int, cursor: str | Non
         return out
     if len(eligible) >= count:  # one turn: each key's head (the common case with many keys)
         out.task_ids = [head for _, _, head in eligible[:count]]
-        out.cursor = eligible[count - 1][0]
+        out.keys = [key for key, _, _ in eligible[:count]]
         return out
     fetched = _fetch(txn, queue, count, [(key, room) for key, room, _ in eligible])
     turn = 0
@@ -104,7 +109,7 @@ def pick(txn: TaskTxn, queue: str, count: int, key_limit: int, cursor: str | Non
             ids = fetched[key]
             if turn < len(ids):
                 out.task_ids.append(ids[turn])
-                out.cursor = key
+                out.keys.append(key)
                 served = True
                 if len(out.task_ids) >= count:
                     break
