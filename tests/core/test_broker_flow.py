@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from conveyor_server.core import fair
 from conveyor_server.core.broker import LeaseGrant
 from conveyor_server.core.errors import InvalidArgument
 from conveyor_server.core.model import TaskSpec, TaskState
@@ -203,3 +204,40 @@ def test_keys_cut_off_by_a_full_answer_keep_their_turn(h: Harness, admin: QueueA
         served.update(t.concurrency_key for t in batch.tasks)
     assert sorted(served) == [f"k{k:03d}" for k in range(100)]
     assert max(served.values()) <= 2
+
+
+def test_a_free_key_past_the_walk_cap_is_still_leased(h: Harness, admin: QueueAdmin) -> None:
+    """A ring longer than one pick's walk, all at key_concurrency but one key far on: the
+    lease finds it instead of coming back empty (nothing would wake a parked Lease)."""
+    limit(h, admin, key_concurrency=1)
+    n = fair.MAX_KEYS_LOOKED_AT + 76
+    for k in range(n):
+        fill(h, 2, concurrency_key=f"k{k:05d}")
+    # each key's first task: all keys at their limit, the cursor on the last key
+    assert len(h.lease(["q"], 1000)) + len(h.lease(["q"], 1000)) == n
+    fill(h, 1, concurrency_key=f"k{n - 50:05d}x")  # a new key, free, a whole walk on
+    batch = h.lease_batch(["q"], 1)
+    assert [t.concurrency_key for t in batch.tasks] == [f"k{n - 50:05d}x"]
+
+
+def test_keys_past_a_long_run_at_their_limit_get_their_turn(h: Harness, admin: QueueAdmin) -> None:
+    """A free key, then more keys at their limit than one walk looks at, then another free
+    key: the next lease goes on where the walk stopped, not back at the first free key."""
+    limit(h, admin, key_concurrency=1)
+    n = fair.MAX_KEYS_LOOKED_AT + 76
+    fill(h, 10, concurrency_key="a")
+    for k in range(n):
+        fill(h, 2, concurrency_key=f"k{k:05d}")
+    fill(h, 10, concurrency_key="z")
+    first = h.lease(["q"], 1000) + h.lease(["q"], 1000)  # every key's head: all at 1
+    assert len(first) == n + 2
+    for task in first:
+        if task.concurrency_key in ("a", "z"):
+            h.ack(task)
+    served = []
+    for _ in range(2):  # a, then (the walk goes on where it stopped) z
+        tasks = h.lease(["q"], 10)
+        served += [t.concurrency_key for t in tasks]
+        for task in tasks:
+            h.ack(task)
+    assert "a" in served and "z" in served

@@ -444,12 +444,14 @@ class Broker:
             self.keyed_queues.discard(queue)  # no keyed task left: back to the plain path
         before = len(batch.tasks)
         is_full = False
-        cursor = chosen.cursor  # the key of the last task taken, else where the walk stopped
+        cursor: str | None = None  # the key of the last task taken (see fair.Pick.cursor)
         for task_id, key in zip(chosen.task_ids, chosen.keys, strict=True):
             if not lease.take(_must_get(txn, task_id)):
                 is_full = True
                 break
             cursor = key
+        if not is_full and chosen.cursor is not None:
+            cursor = chosen.cursor
         if cursor is not None:
             self._key_cursors[queue] = cursor
         leased = len(batch.tasks) - before  # tasks past their deadline take no token

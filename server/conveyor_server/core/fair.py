@@ -20,8 +20,12 @@ if TYPE_CHECKING:
 
 #: Most keys read per ready_heads call while walking the ring.
 KEY_PAGE = 64
-#: Most keys one pick looks at (a ring of keys all at their limit costs one pick this many
-#: seeks, not one per key in the queue); the next pick goes on where this one stopped.
+#: Most keys one pick looks at once it has found a key with room: it leases what it found
+#: rather than walk a long ring for more; the next pick goes on where this one stopped.
+#: A pick that has found no key with room yet walks on to the end of the ring (each key
+#: once at most): stopping there would come back empty while a key further on had room,
+#: and the Lease would park with nothing to wake it for that key. So one pick costs at most
+#: one look at every key with READY tasks, and only when every one of them is at its limit.
 MAX_KEYS_LOOKED_AT = 1024
 
 
@@ -34,8 +38,10 @@ class Pick:
     #: to the key of the last task it actually leased (an answer cut short by its size
     #: leaves the keys after the cut their turn).
     keys: list[str] = field(default_factory=list)
-    #: With no task ids: the key looked at last, where the next pick resumes. None: no
-    #: change.
+    #: Where the walk stopped when it stopped at MAX_KEYS_LOOKED_AT: the next pick resumes
+    #: there once all task_ids are leased (the keys before it were served or at their
+    #: limit), so keys past a long run of keys at their limit get their turn. None: the
+    #: cursor goes to the last key leased.
     cursor: str | None = None
     #: A key with READY tasks was passed over because it was at key_concurrency.
     is_key_throttled: bool = False
@@ -79,21 +85,20 @@ def pick(txn: TaskTxn, queue: str, count: int, key_limit: int, cursor: str | Non
     """Up to `count` READY task ids of the queue, fairly between keys (see the module)."""
     out = Pick()
     eligible: list[tuple[str, int, str]] = []  # (key, how many it may take, head), ring order
-    looked_at = 0
     # pages no larger than needed: a SQL store locks each head it reads until commit
-    for key, head in ring(txn, queue, cursor, max(1, min(KEY_PAGE, count))):
-        looked_at += 1
+    keys = ring(txn, queue, cursor, max(1, min(KEY_PAGE, count)))
+    for looked_at, (key, head) in enumerate(keys, start=1):
         room = count
         if key and key_limit:
             room = min(room, key_limit - txn.leased_count(queue, key))
-            if room <= 0:
-                out.is_key_throttled = True
-                if looked_at >= MAX_KEYS_LOOKED_AT:
-                    out.cursor = key
-                    break
-                continue
-        eligible.append((key, room, head))
-        if len(eligible) >= count or looked_at >= MAX_KEYS_LOOKED_AT:
+        if room > 0:
+            eligible.append((key, room, head))
+            if len(eligible) >= count:
+                break
+        else:
+            out.is_key_throttled = True
+        if eligible and looked_at >= MAX_KEYS_LOOKED_AT:
+            out.cursor = key
             break
     if not eligible:
         return out
