@@ -10,6 +10,7 @@ import pytest
 from conveyor_server.core import fair
 from conveyor_server.core.broker import LeaseGrant
 from conveyor_server.core.errors import InvalidArgument
+from conveyor_server.core.flow import QueueLimits
 from conveyor_server.core.model import TaskSpec, TaskState
 from conveyor_server.core.queues import QueueAdmin, QueueUpdate
 from tests.core.conftest import Harness
@@ -145,6 +146,35 @@ def test_update_refuses_bad_values_naming_the_field(admin: QueueAdmin) -> None:
         admin.update("q", QueueUpdate({"concurrency": -1}))
     with pytest.raises(InvalidArgument, match="name"):
         admin.update("bad name", QueueUpdate({"rate": 1.0}))
+
+
+def test_a_burst_needs_a_rate(h: Harness, admin: QueueAdmin) -> None:
+    """A burst alone limits nothing: refused naming limits.burst, not dropped silently."""
+    with pytest.raises(InvalidArgument, match=r"^limits\.burst: burst needs a rate"):
+        admin.update("q", QueueUpdate({"burst": 20})).result()
+    limit(h, admin, concurrency=2)
+    with pytest.raises(InvalidArgument, match=r"limits\.burst"):  # a limit, but no rate
+        admin.update("q", QueueUpdate({"burst": 20})).result()
+    with pytest.raises(InvalidArgument, match=r"limits\.burst"):
+        admin.update("q", QueueUpdate({"rate": 0.0, "burst": 20})).result()
+    assert admin.queue("q").limits == QueueLimits(concurrency=2)  # nothing was written
+    limit(h, admin, rate=5, burst=20)
+    assert admin.queue("q").limits == QueueLimits(5.0, 20, 2)
+
+
+def test_a_burst_alone_changes_on_a_queue_with_a_rate(h: Harness, admin: QueueAdmin) -> None:
+    limit(h, admin, rate=5)
+    limit(h, admin, burst=20)  # a mask of limits.burst only
+    assert admin.queue("q").limits == QueueLimits(rate=5.0, burst=20)
+    fill(h, 30)
+    assert len(h.lease(["q"], 50)) == 5  # the bucket was full at its old size
+    h.clock.advance(10)
+    assert len(h.lease(["q"], 50)) == 20  # and fills up to the new burst
+    limit(h, admin, rate=0)  # clearing the rate drops its burst with it
+    assert admin.queue("q").limits == QueueLimits()
+    assert h.broker.store.read(lambda txn: txn.get_queue_flow("q")) is None
+    limit(h, admin, rate=2)
+    assert admin.queue("q").limits == QueueLimits(rate=2.0)
 
 
 def test_update_pauses_and_resumes(h: Harness, admin: QueueAdmin) -> None:

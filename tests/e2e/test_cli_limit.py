@@ -60,6 +60,18 @@ def test_a_value_the_broker_refuses_is_one_line_and_exit_2(shared_broker, queue)
     assert line.startswith("conveyor limit: ") and "rate" in line
 
 
+def test_a_burst_without_a_rate_is_one_line_and_exit_2(shared_broker, queue) -> None:
+    address = shared_broker.address
+    out = conveyor("limit", queue, "--burst", "20", target=address)
+    assert out.returncode == 2, out.stderr
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("conveyor limit: ") and "limits.burst: burst needs a rate" in line
+    conveyor("limit", queue, "--rate", "5", target=address)
+    out = conveyor("limit", queue, "--burst", "20", target=address)  # the rate is stored
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"queue {queue}: rate 5/s (burst 20)"
+
+
 def test_showing_a_queue_that_does_not_exist_is_not_found(shared_broker, queue) -> None:
     out = conveyor("limit", queue, target=shared_broker.address)
     assert out.returncode == 1

@@ -63,6 +63,8 @@ def test_an_empty_file_lists_no_queue(tmp_path: Path) -> None:
         ("[queues.q]\nrate = '10'\n", "rate: '10' is not a number"),
         ("[queues.q]\nrate = true\n", "rate: True is not a number"),
         ("[queues.q]\nburst = 2.5\n", "burst: 2.5 is not a whole number"),
+        ("[queues.q]\nburst = 20\n", "queue 'q': burst: burst needs a rate"),
+        ("[queues.q]\nburst = 20\nconcurrency = 2\n", "burst: burst needs a rate"),
         ("[queues.q]\nconcurrency = -1\n", "concurrency: -1 must be a whole number 0-"),
         ("[queues.q]\nrate = 1e12\n", "rate: 1e+12 is over the limit"),
         (f"[queues.q]\nkey_concurrency = {MAX_COUNT + 1}\n", "key_concurrency: 4294967296"),

@@ -164,7 +164,8 @@ class QueueAdmin:
         the broker's cache: Broker.note_limits).
 
         Raises:
-            InvalidArgument: a malformed name, an unknown limit, a bad value (named).
+            InvalidArgument: a malformed name, an unknown limit, a bad value (named), a
+                burst without a rate (given or stored).
         """
         validation.check_name(name, "name", self.settings)
         for key in change.limits:
@@ -178,7 +179,7 @@ class QueueAdmin:
             stored = txn.get_queue_flow(name)
             limits = stored.limits if stored is not None else flow.QueueLimits()
             if change.limits:
-                limits = _with_values(limits, change.limits)
+                limits = _burst_with_rate(_with_values(limits, change.limits), change.limits)
                 if limits.is_limited:
                     txn.put_queue_flow(name, flow.with_limits(stored, limits, now))
                 elif stored is not None:
@@ -454,3 +455,14 @@ def _purge_ready(txn: TaskTxn, name: str, limit: int) -> int:
             _remove(txn, _must_get(txn, task_id))
             count += 1
     return count
+
+
+def _burst_with_rate(limits: flow.QueueLimits, given: dict[str, float | int]) -> flow.QueueLimits:
+    """A burst is the size of the rate limit's bucket: refused without a rate (it would
+    limit nothing, so it would not be stored and a later rate would not find it), and
+    dropped with the rate when an update clears the rate but does not name the burst."""
+    if not limits.burst or limits.rate:
+        return limits
+    if "burst" in given:
+        raise InvalidArgument("limits.burst: burst needs a rate (set limits.rate too)")
+    return replace(limits, burst=0)

@@ -4,7 +4,7 @@ Format (one table per queue, keyed by its name)::
 
     [queues.emails]
     rate = 10              # tasks leased per second, cluster-wide (a number; 0: no limit)
-    burst = 20             # bucket size (0: max(1, ceil(rate)))
+    burst = 20             # bucket size (0: max(1, ceil(rate))); only with a rate
     concurrency = 5        # most tasks LEASED at once (0: no limit)
     key_concurrency = 1    # most tasks LEASED at once per concurrency_key (0: no limit)
     paused = false         # absent: left as it is
@@ -96,6 +96,8 @@ def _setting(name: str, table: Any) -> QueueSetting:
     values: dict[str, Any] = {key: _limit(key, table[key]) for key in LIMIT_FIELDS if key in table}
     limits = QueueLimits(**values)
     check_limits(limits, prefix="")  # the broker's own checks (e.g. its largest rate)
+    if limits.burst and not limits.rate:
+        raise ValueError("burst: burst needs a rate (set rate too)")
     paused = table.get("paused")
     if paused is not None and not isinstance(paused, bool):
         raise ValueError(f"paused: {paused!r} is not true or false")
