@@ -57,6 +57,38 @@ def test_ready_keys_are_distinct_in_key_order_past_after(store: Any, make_task) 
     assert read(lambda txn: txn.ready_keys("none", "", 100)) == []
 
 
+def test_leased_counts_count_a_page_of_keys_in_one_look(store: Any, make_task) -> None:
+    def leased(key: str, queue: str = "q") -> Any:
+        return make_task(
+            queue=queue, concurrency_key=key, state=TaskState.LEASED,
+            lease_expires_at=NOW + 30, lease_token="t",
+        )  # fmt: skip
+
+    put(store, leased("a"), leased("a"), leased("ab"), leased("a/b"), leased("b"), leased(""))
+    put(store, leased("b", queue="q2"), leased("c"), make_task(queue="q", concurrency_key="d"))
+    page = ["a", "a/b", "ab", "b", "bb", "d"]  # ready_keys order; "c" is between but not asked
+
+    def counts(txn: TaskTxn) -> dict[str, int]:
+        return txn.leased_counts("q", page)
+
+    expected = {"a": 2, "a/b": 1, "ab": 1, "b": 1, "bb": 0, "d": 0}
+    assert store.read(counts) == expected
+    assert store.read(lambda txn: {k: txn.leased_count("q", k) for k in page}) == expected
+    assert store.read(lambda txn: txn.leased_counts("q", ["b"])) == {"b": 1}
+    assert store.read(lambda txn: txn.leased_counts("q", [])) == {}
+    assert store.read(lambda txn: txn.leased_counts("none", ["a"])) == {"a": 0}
+
+    def lease_d_then_count(txn: TaskTxn) -> dict[str, int]:
+        [task_id] = txn.ready_task_ids("q", 1, "d")
+        task = txn.get_task(task_id)
+        assert task is not None
+        task.state, task.lease_expires_at, task.lease_token = TaskState.LEASED, NOW + 30, "t"
+        txn.put_task(task)
+        return txn.leased_counts("q", ["b", "d"])  # this write's own changes count
+
+    assert write(store, lease_d_then_count) == {"b": 1, "d": 1}
+
+
 def test_ready_heads_name_each_keys_first_task(store: Any, make_task) -> None:
     a_low = make_task(queue="q", concurrency_key="a", priority=-1)
     a_high = make_task(queue="q", concurrency_key="a", priority=5)

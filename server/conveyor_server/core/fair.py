@@ -56,27 +56,36 @@ def ring(
     Order: keys greater than the cursor, then "" (tasks without a key) if it has READY
     tasks, then the keys up to and including the cursor.
     """
+    for page in ring_pages(txn, queue, cursor, page_size):
+        yield from page
+
+
+def ring_pages(
+    txn: TaskTxn, queue: str, cursor: str | None, page_size: int = KEY_PAGE
+) -> Iterator[list[tuple[str, str]]]:
+    """`ring`, a page of keys at a time (the unkeyed "" alone in its own page), so that a
+    page's LEASED counts come in one store call."""
     start = cursor or ""
     after = start
     while True:
         page = txn.ready_heads(queue, after, page_size)
-        yield from page
+        if page:
+            yield page
         if len(page) < page_size:
             break
         after = page[-1][0]
     unkeyed = txn.ready_task_ids(queue, 1)
     if unkeyed:
-        yield "", unkeyed[0]
+        yield [("", unkeyed[0])]
     if not start:
         return
     after = ""
     while True:
         page = txn.ready_heads(queue, after, page_size)
-        for key, head in page:
-            if key > start:
-                return
-            yield key, head
-        if len(page) < page_size:
+        upto = [(key, head) for key, head in page if key <= start]
+        if upto:
+            yield upto
+        if len(upto) < len(page) or len(page) < page_size:
             return
         after = page[-1][0]
 
@@ -86,19 +95,24 @@ def pick(txn: TaskTxn, queue: str, count: int, key_limit: int, cursor: str | Non
     out = Pick()
     eligible: list[tuple[str, int, str]] = []  # (key, how many it may take, head), ring order
     # pages no larger than needed: a SQL store locks each head it reads until commit
-    keys = ring(txn, queue, cursor, max(1, min(KEY_PAGE, count)))
-    for looked_at, (key, head) in enumerate(keys, start=1):
-        room = count
-        if key and key_limit:
-            room = min(room, key_limit - txn.leased_count(queue, key))
-        if room > 0:
-            eligible.append((key, room, head))
-            if len(eligible) >= count:
+    pages = ring_pages(txn, queue, cursor, max(1, min(KEY_PAGE, count)))
+    looked_at = 0
+    is_done = False
+    for page in pages:
+        leased = txn.leased_counts(queue, [key for key, _ in page if key]) if key_limit else {}
+        for key, head in page:
+            looked_at += 1
+            room = min(count, key_limit - leased[key]) if key and key_limit else count
+            if room > 0:
+                eligible.append((key, room, head))
+                is_done = len(eligible) >= count
+            else:
+                out.is_key_throttled = True
+            if not is_done and eligible and looked_at >= MAX_KEYS_LOOKED_AT:
+                out.cursor, is_done = key, True
+            if is_done:
                 break
-        else:
-            out.is_key_throttled = True
-        if eligible and looked_at >= MAX_KEYS_LOOKED_AT:
-            out.cursor = key
+        if is_done:
             break
     if not eligible:
         return out

@@ -67,6 +67,11 @@ class TaskTxn(Protocol):
         small index), and including this write's own changes."""
         ...
 
+    def leased_counts(self, queue: str, concurrency_keys: Sequence[str]) -> dict[str, int]:
+        """leased_count(queue, key) for each of a page of keys (non-empty, in ready_keys
+        order) in one look: fair picking asks it for a whole ring page at once."""
+        ...
+
     def keyed_queues(self) -> list[str]:
         """Queues that hold READY or LEASED tasks with a concurrency key, in name order."""
         ...

@@ -6,7 +6,7 @@ written once and the contract tests exercise them against both alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from conveyor_server.core.model import QueueDepth, Task, TaskState
@@ -156,6 +156,21 @@ class KvTaskTxn(KvQueueVerbs):
         # the key's entries in the keyleased index: about as many as its key_concurrency
         prefix = keys.keyed_prefix(queue, concurrency_key)
         return len(self._kv.scan("keyleased", prefix, prefix[:-1] + b"\x01", 1 << 62))
+
+    def leased_counts(self, queue: str, concurrency_keys: Sequence[str]) -> dict[str, int]:
+        """One scan of the keyleased index from the page's first key to its last."""
+        counts = dict.fromkeys(concurrency_keys, 0)
+        if not counts:
+            return counts
+        first, last = min(counts, key=str.encode), max(counts, key=str.encode)
+        start = keys.keyed_prefix(queue, first)
+        end = keys.keyed_prefix(queue, last)[:-1] + b"\x01"
+        skip = len(keys.queue_prefix(queue))
+        for entry, _ in self._kv.scan("keyleased", start, end, 1 << 62):
+            key = entry[skip : entry.index(b"\x00", skip)].decode()
+            if key in counts:
+                counts[key] += 1
+        return counts
 
     def keyed_queues(self) -> list[str]:
         """Queues holding READY or LEASED tasks with a key, in name order (a skip scan)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 from conveyor_server.core.errors import LeaseLost
@@ -375,6 +376,21 @@ class PgTaskTxn:
             (queue, concurrency_key),
         ).fetchone()
         return int(row[0])
+
+    def leased_counts(self, queue: str, concurrency_keys: Sequence[str]) -> dict[str, int]:
+        """One count over the partial index of LEASED keyed tasks for the page's keys."""
+        counts = dict.fromkeys(concurrency_keys, 0)
+        if not counts:
+            return counts
+        rows = self._exec(
+            f"SELECT concurrency_key, count(*) FROM conveyor_tasks WHERE queue = %s "
+            f"AND state = {_L} AND concurrency_key = ANY(%s) AND concurrency_key <> '' "
+            "GROUP BY concurrency_key",
+            (queue, list(counts)),
+        ).fetchall()
+        for key, n in rows:
+            counts[key] = int(n)
+        return counts
 
     def keyed_queues(self) -> list[str]:
         """Queues with READY or LEASED keyed tasks: one statement, two index seeks per
