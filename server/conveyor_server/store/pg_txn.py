@@ -53,16 +53,13 @@ _COPY_INSERT = f"COPY conveyor_tasks ({_ROW_COLUMNS}, payload) FROM STDIN (FORMA
 _INSERT_TYPES = [*_ROW_TYPES, "text", "bytea"]
 #: Updates of several rows: COPY them into this session's temp table (created once per
 #: writer connection by prepare_writer), tagged with a batch number, then one fenced
-#: UPDATE ... FROM it. ON COMMIT DELETE ROWS empties it at each commit. The index on batch
-#: keeps a group of many small updates linear: without it each UPDATE scans every row
-#: copied earlier in the transaction (500 updates of 10 rows: 1.5 -> 0.27 ms each).
-_WRITE_TABLE = [
+#: UPDATE ... FROM it. ON COMMIT DELETE ROWS empties it at each commit.
+_WRITE_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS conveyor_write (batch bigint NOT NULL, queue text, "
     "state smallint, priority integer, run_at_us bigint, sequence bigint, lease_token text, "
     "lease_expires_us bigint, deadline_us bigint, remove_at_us bigint, record bytea, "
-    "id text, fence text) ON COMMIT DELETE ROWS",
-    "CREATE INDEX IF NOT EXISTS conveyor_write_batch ON conveyor_write (batch)",
-]
+    "id text, fence text) ON COMMIT DELETE ROWS"
+)
 _COPY_UPDATE = f"COPY conveyor_write (batch, {_ROW_COLUMNS}, fence) FROM STDIN (FORMAT BINARY)"
 _UPDATE_TYPES = ["int8", *_ROW_TYPES, "text", "text"]
 _SET_COLUMNS = (
@@ -106,8 +103,7 @@ _SEQUENCE_BLOCK = 1000  # conveyor_sequence INCREMENT BY: one nextval per 1000 t
 def prepare_writer(conn: Any) -> None:
     """Make a new writer connection ready: its session's temp table for batched updates.
     (Session state, like LISTEN: the store needs direct or session-pooled connections.)"""
-    for statement in _WRITE_TABLE:
-        conn.execute(statement)
+    conn.execute(_WRITE_TABLE)
     conn.commit()
 
 
