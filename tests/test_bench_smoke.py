@@ -49,7 +49,7 @@ def test_benchmark_runs_on_postgres_with_two_brokers(tmp_path: Path) -> None:
 
     require_postgres()
     out = tmp_path / "bench.json"
-    picked = ["enqueue-many", "drain", "drain-raw", "roundtrip"]
+    picked = ["enqueue-many", "drain", "drain-raw", "drain-limited", "roundtrip"]
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--store", "postgres", "--brokers", "2", "--size", "tiny"]
         + ["--repeat", "1", "--json", str(out)]

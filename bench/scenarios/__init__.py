@@ -12,6 +12,7 @@ from bench.common import RunConfig
 from bench.measure import Sample
 from bench.scenarios.depth import depth
 from bench.scenarios.drain import drain, drain_default, drain_raw
+from bench.scenarios.drain_limited import drain_limited
 from bench.scenarios.enqueue import enqueue, enqueue_many, enqueue_raw
 from bench.scenarios.floor import floor
 from bench.scenarios.roundtrip import roundtrip
@@ -31,6 +32,7 @@ SCENARIOS: dict[str, Callable[[Sizes, RunConfig], Result]] = {
     "drain": _plain(drain),
     "drain-default": _plain(drain_default),
     "drain-raw": _plain(drain_raw),
+    "drain-limited": _plain(drain_limited),
     "roundtrip": _plain(roundtrip),
     "floor": _plain(floor),
     "depth": depth,

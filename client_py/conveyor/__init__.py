@@ -15,7 +15,7 @@ from conveyor._model import (
     TaskSpec,
     TaskState,
 )
-from conveyor._queues import QueueInfo, TaskPage, WorkerInfo
+from conveyor._queues import QueueInfo, QueueLimits, TaskPage, WorkerInfo
 from conveyor._schedules import MisfirePolicy, OverlapPolicy, Schedule
 from conveyor._stream import StreamBatch, WorkStream
 from conveyor.errors import (
@@ -42,6 +42,7 @@ __all__ = [
     "MisfirePolicy",
     "OverlapPolicy",
     "QueueInfo",
+    "QueueLimits",
     "ResultTimeout",
     "RetryPolicy",
     "Schedule",

@@ -106,6 +106,7 @@ def spec_to_pb(spec: TaskSpec, serializer: Serializer) -> task_pb2.TaskSpec:
         priority=spec.priority or 0,
         max_attempts=spec.max_attempts or 0,
         unique_key=spec.unique_key or "",
+        concurrency_key=spec.concurrency_key or "",
     )
     if spec.delay is not None:
         pb.delay.CopyFrom(duration(spec.delay))
@@ -168,6 +169,7 @@ def task_from_pb(pb: task_pb2.Task, serializer: Serializer, duplicate: bool = Fa
         lease_token=pb.lease_token,
         worker_id=pb.worker_id,
         unique_key=pb.unique_key,
+        concurrency_key=pb.concurrency_key,
         cancel_requested=pb.cancel_requested,
         last_error=error,
         result_bytes=pb.result.data if has_result else None,
@@ -263,6 +265,7 @@ def leased_task_from_pb(pb: task_pb2.Task, serializer: Serializer) -> Task:
     task.lease_token = pb.lease_token
     task.worker_id = pb.worker_id
     task.unique_key = pb.unique_key
+    task.concurrency_key = pb.concurrency_key
     task.cancel_requested = pb.cancel_requested
     task.last_error = _error(pb) if pb.HasField("last_error") else None
     task.result_bytes = None

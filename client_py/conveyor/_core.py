@@ -71,7 +71,8 @@ class ClientCore(QueueOperations, ScheduleOperations):
         """Create one task; returns once it is committed. `task.duplicate` tells a dedup hit.
 
         Options: queue, id, delay, run_at, deadline, priority, max_attempts, retry_policy,
-        lease_duration, unique_key, unique_window, result_retention, headers, content_type.
+        lease_duration, unique_key, unique_window, result_retention, headers, content_type,
+        concurrency_key (fairness and per-key limits, see docs/flow-control.md).
 
         On AsyncClient, concurrent calls made in the same loop turn share one
         EnqueueBatch call (unless they pass reject_duplicate or their own timeout);

@@ -103,6 +103,7 @@ class Task:
     lease_token: str = ""
     worker_id: str = ""
     unique_key: str = ""
+    concurrency_key: str = ""
     cancel_requested: bool = False
     last_error: TaskError | None = None
     result_bytes: bytes | None = None
@@ -167,6 +168,7 @@ class TaskSpec:
     result_retention: Seconds | None = None
     headers: dict[str, str] | None = None
     content_type: str | None = None
+    concurrency_key: str | None = None
 
 
 class TaskOptions(TypedDict, total=False):
@@ -186,6 +188,7 @@ class TaskOptions(TypedDict, total=False):
     result_retention: Seconds
     headers: dict[str, str]
     content_type: str
+    concurrency_key: str
 
 
 #: TaskSpec fields that are options (everything but kind and payload).

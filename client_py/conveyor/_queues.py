@@ -18,9 +18,24 @@ from conveyor._operation import Call, Op, operation
 from conveyor.errors import InvalidArgument
 from conveyor.v1 import queue_service_pb2 as pb2
 
-__all__ = ["QueueInfo", "QueueOperations", "TaskPage", "WorkerInfo"]
+__all__ = ["QueueInfo", "QueueLimits", "QueueOperations", "TaskPage", "WorkerInfo"]
 
 _STATE_PB = {state: number for number, state in _STATES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """A queue's flow limits (see docs/flow-control.md); 0 means no limit.
+
+    rate: tasks leased per second across the cluster; burst: the bucket size (0:
+    max(1, ceil(rate))); concurrency: the most tasks LEASED at once from the queue;
+    key_concurrency: the most LEASED at once per concurrency_key.
+    """
+
+    rate: float = 0.0
+    burst: int = 0
+    concurrency: int = 0
+    key_concurrency: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +48,7 @@ class QueueInfo:
     oldest_ready_at: datetime | None
     oldest_ready_age: timedelta | None
     workers: int
+    limits: QueueLimits = QueueLimits()
 
     @property
     def total(self) -> int:
@@ -71,7 +87,33 @@ def _queue(pb: pb2.Queue) -> QueueInfo:
             pb.oldest_ready_age.ToTimedelta() if pb.HasField("oldest_ready_age") else None
         ),
         workers=pb.workers,
+        limits=QueueLimits(
+            rate=pb.limits.rate,
+            burst=pb.limits.burst,
+            concurrency=pb.limits.concurrency,
+            key_concurrency=pb.limits.key_concurrency,
+        ),
     )
+
+
+def _update_request(
+    name: str, paused: bool | None, limits: dict[str, Any]
+) -> pb2.UpdateQueueRequest:
+    """An UpdateQueue request whose update_mask names exactly the fields given."""
+    request = pb2.UpdateQueueRequest(name=name)
+    for field, value in limits.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidArgument(f"{field}: give a number, not {type(value).__name__}")
+        if field != "rate" and (not isinstance(value, int) or not 0 <= value < 2**32):
+            raise InvalidArgument(f"{field}: give a whole number in [0, 2**32)")
+        setattr(request.limits, field, value)
+        request.update_mask.paths.append(f"limits.{field}")
+    if paused is not None:
+        request.paused = bool(paused)
+        request.update_mask.paths.append("paused")
+    return request
 
 
 def _worker(pb: pb2.Worker) -> WorkerInfo:
@@ -165,6 +207,34 @@ class QueueOperations(ClientBase):
     def resume_queue(self, name: str, *, timeout: Seconds | None = None) -> Op[QueueInfo]:
         """Hand out tasks again; parked workers wake. Raises: InvalidArgument."""
         response = yield self._admin("ResumeQueue", pb2.ResumeQueueRequest(name=name), timeout)
+        return _queue(response.queue)
+
+    @operation
+    def update_queue(
+        self,
+        name: str,
+        *,
+        rate: float | None = None,
+        burst: int | None = None,
+        concurrency: int | None = None,
+        key_concurrency: int | None = None,
+        paused: bool | None = None,
+        timeout: Seconds | None = None,
+    ) -> Op[QueueInfo]:
+        """Change the queue's stored limits and pause state; only the fields given change
+        (0 removes a limit). Kept across restarts; see docs/flow-control.md.
+
+        Raises:
+            InvalidArgument: a malformed name, a negative or non-finite value.
+        """
+        limits = {
+            "rate": rate,
+            "burst": burst,
+            "concurrency": concurrency,
+            "key_concurrency": key_concurrency,
+        }
+        request = _update_request(name, paused, limits)
+        response = yield self._admin("UpdateQueue", request, timeout)
         return _queue(response.queue)
 
     @operation

@@ -44,6 +44,8 @@ from conveyor_server.rpc.wire import HandlerRegistry
 from conveyor_server.service.engine import Engine
 from conveyor_server.service.metrics import Metrics
 from conveyor_server.service.metrics.exporter import ConveyorCollector, MetricsServer, Sources
+from conveyor_server.service.metrics.flow import limit_values
+from conveyor_server.service.queue_file import QueueFileApplier, QueueFileWatcher
 from conveyor_server.service.queue_ops import QueueOps
 from conveyor_server.service.schedule_file import ScheduleFileWatcher
 from conveyor_server.service.scheduler import CronScheduler
@@ -145,6 +147,7 @@ async def serve(config: ServeConfig) -> None:
     rpc_metrics = metrics.rpc if metrics is not None else None
     if metrics is not None:
         store.committer.on_commit = metrics.commits.committed
+        engine.on_throttled = metrics.tasks.throttled
     gate = None if grants is None else TokenGate(grants, _queue_reader(engine))
     server = grpc.aio.server(
         options=[
@@ -184,8 +187,9 @@ async def serve(config: ServeConfig) -> None:
     schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
         served(ScheduleServicer(scheduler), schedule_service_pb2, "ScheduleService"), registry
     )
+    queue_ops = QueueOps(engine)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
-        served(QueueServicer(QueueOps(engine)), queue_service_pb2, "QueueService"), registry
+        served(QueueServicer(queue_ops), queue_service_pb2, "QueueService"), registry
     )
     health = _HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, HandlerRegistry(server, is_checked=False))
@@ -209,9 +213,17 @@ async def serve(config: ServeConfig) -> None:
     watcher = None
     if config.schedules_file:
         watcher = ScheduleFileWatcher(config.schedules_file, _reconciler(scheduler))
+    queue_watcher = None
+    if config.queues_file:
+        applier = QueueFileApplier(queue_ops)
+        queue_watcher = QueueFileWatcher(config.queues_file, applier, config.broker)
+    for file_watcher in (watcher, queue_watcher):
         try:
-            await watcher.start()
+            if file_watcher is not None:
+                await file_watcher.start()
         except BaseException:
+            if watcher is not None:
+                await watcher.stop()
             store.close()
             raise
     try:
@@ -265,7 +277,7 @@ async def serve(config: ServeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reloaders = [w.reload for w in (watcher, token_watcher) if w is not None]
+    reloaders = [w.reload for w in (watcher, queue_watcher, token_watcher) if w is not None]
     if reloaders:
         loop.add_signal_handler(signal.SIGHUP, lambda: [reload() for reload in reloaders])
     await stop.wait()
@@ -274,6 +286,8 @@ async def serve(config: ServeConfig) -> None:
     await health.enter_graceful_shutdown()
     if watcher is not None:
         await watcher.stop()
+    if queue_watcher is not None:
+        await queue_watcher.stop()
     if token_watcher is not None:
         await token_watcher.stop()
     await scheduler.stop()
@@ -297,6 +311,9 @@ def _start_metrics(
         parked=lambda: engine.waiters.parked,
         store_usage=store.usage,
         version=__version__,
+        limits=lambda: store.read(
+            lambda txn: {name: limit_values(f.limits) for name, f in txn.queue_flows().items()}
+        ),
     )
     exporter = MetricsServer(ConveyorCollector(metrics, sources))
     try:

@@ -93,6 +93,9 @@ def _refusal(config: ServeConfig) -> str | None:
         return "--tls-cert and --tls-key go together"
     if config.tls_client_ca and not config.tls_cert:
         return "--tls-client-ca needs --tls-cert and --tls-key"
+    if config.database_url and config.max_store_bytes != ServeConfig().max_store_bytes:
+        # the PostgreSQL store cannot enforce it: refused rather than silently ignored
+        return "--max-store-bytes limits the LMDB store only; size PostgreSQL itself"
     data_dir = Path(config.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         return f"--data-dir {config.data_dir!r} is not a directory"

@@ -66,6 +66,7 @@ class ServeConfig:
     log_format: str = "text"
     metrics_listen: str = "127.0.0.1:9470"
     schedules_file: str = ""
+    queues_file: str = ""
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
@@ -226,6 +227,8 @@ SERVE_OPTIONS: tuple[ServeOption, ...] = (
                 parse_optional_listen, lambda listen: listen or "off"),
     ServeOption("--schedules", "schedules_file",
                 "TOML file of schedules, reapplied when it changes or on SIGHUP"),
+    ServeOption("--queues-file", "queues_file",
+                "TOML file of queue limits and pauses, reapplied when it changes or on SIGHUP"),
     ServeOption("--tls-cert", "tls_cert", "PEM certificate chain: serve TLS"),
     ServeOption("--tls-key", "tls_key", "PEM private key of --tls-cert"),
     ServeOption("--tls-client-ca", "tls_client_ca",

@@ -3,7 +3,8 @@
 Schema 1 stored schedules as conveyor.v1.Schedule protobuf messages; schema 2
 stores the store's own record (store/schedule_record.py), so that an API change
 cannot change the on-disk format. Schema 3 keeps task counts per (queue, state);
-the upgrade from 2 counts the records once. The LMDB store runs these in one transaction
+the upgrade from 2 counts the records once. Schema 4 adds concurrency keys (nothing to
+rewrite). The LMDB store runs these in one transaction
 when it opens an older data directory.
 """
 
@@ -23,5 +24,15 @@ def schedules_to_store_records(kv: KvTxn) -> None:
         kv.put("schedules", key, schedule_record.encode(decode_schedule(value)))
 
 
+def add_concurrency_keys(kv: KvTxn) -> None:
+    """Schema 3 -> 4: nothing to rewrite. No task of schema 3 has a concurrency key, so the
+    new `keyed` and `keyleased` databases start empty; the version bump keeps a broker that
+    does not know keys from opening a store that holds them."""
+
+
 #: Upgrades by the schema version they start from.
-LMDB_UPGRADES: dict[int, Upgrade] = {1: schedules_to_store_records, 2: rebuild_queue_counts}
+LMDB_UPGRADES: dict[int, Upgrade] = {
+    1: schedules_to_store_records,
+    2: rebuild_queue_counts,
+    3: add_concurrency_keys,
+}

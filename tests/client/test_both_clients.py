@@ -22,6 +22,7 @@ from conveyor import (
     AsyncClient,
     Client,
     Failure,
+    QueueLimits,
     ResultTimeout,
     TaskCancelled,
     TaskFailed,
@@ -228,6 +229,25 @@ def test_queue_admin_round_trip(api):
         api.get_task(dead[2])
     api.lease(q, worker_id="both-worker")
     assert "both-worker" in {w.id for w in api.list_workers()}
+
+
+def test_update_queue_sends_only_the_given_fields(api):
+    q = queue()
+    with pytest.raises(errors.InvalidArgument, match="burst"):
+        api.update_queue(q, burst=-1)
+    with pytest.raises(errors.InvalidArgument, match="rate"):
+        api.update_queue(q, rate=float("nan"))  # refused by the broker
+    info = api.update_queue(q, concurrency=2, rate=100.0)
+    assert info.limits == QueueLimits(rate=100.0, concurrency=2)
+    info = api.update_queue(q, key_concurrency=1, paused=True)
+    assert info.limits == QueueLimits(rate=100.0, concurrency=2, key_concurrency=1)
+    assert info.paused and api.get_queue(q).limits.key_concurrency == 1
+    assert not api.update_queue(q, paused=False).paused
+    api.enqueue_many([("job", 1), ("job", 2)], queue=q, concurrency_key="tenant-1")
+    api.enqueue("job", 3, queue=q, concurrency_key="tenant-2")
+    leased = api.lease(q, 10)
+    assert sorted(t.concurrency_key for t in leased) == ["tenant-1", "tenant-2"]
+    assert api.get_task(leased[0].id).concurrency_key == leased[0].concurrency_key
 
 
 def test_a_closed_client_raises_unavailable(shared_broker):

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
+from tests.conftest import BOTH_STORES, require_tool
+
+
+@pytest.fixture(scope="module", params=BOTH_STORES)
+def broker_store(request: pytest.FixtureRequest) -> str:
+    """Every broker fixture here runs on LMDB, then on PostgreSQL."""
+    return str(request.param)
 
 
 def _openssl(*args: str, cwd: Path) -> None:

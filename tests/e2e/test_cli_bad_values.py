@@ -15,10 +15,16 @@ BAD = [
     ["worker", "bad_values_app:worker", "--queues", ","],
     ["worker", "bad_values_app:worker", "--grace-period", "-1"],
     ["serve", "--max-payload-bytes", "100GiB", "--listen", "127.0.0.1:0"],
+    ["limit", "q", "--rate", "-1"],
+    ["limit", "q", "--rate", "nan"],
+    ["limit", "q", "--rate", "inf"],
+    ["limit", "q", "--burst", "-3"],
+    ["limit", "q", "--concurrency", "1.5"],
+    ["limit", "q", "--key-concurrency", "4294967296"],
 ]
 
 
-@pytest.mark.parametrize("argv", BAD, ids=lambda argv: " ".join(argv[:3]))
+@pytest.mark.parametrize("argv", BAD, ids=lambda argv: " ".join(argv[:4]))
 def test_a_bad_value_is_one_line_and_exit_2(argv: list[str], tmp_path) -> None:
     (tmp_path / "bad_values_app.py").write_text(
         "from conveyor_worker import Worker\nworker = Worker('127.0.0.1:1', queues=['q'])\n"

@@ -15,7 +15,7 @@ from tests.rpc.helpers import connect, enqueue, expect_status, lease, ref, secon
 def test_task_leased_before_a_crash_is_leased_again_after_its_lease_expires(broker):
     stubs = connect(broker.address)
     task = enqueue(stubs, "crash", kind="resize")
-    [first] = lease(stubs, "crash", lease_duration=seconds(2))
+    [first] = lease(stubs, "crash", lease_duration=seconds(5))  # outlasts a loaded restart
     broker.kill()
     broker.start()
     stubs = connect(broker.address)

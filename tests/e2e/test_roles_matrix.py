@@ -56,7 +56,14 @@ ROLES_TABLE: dict[str, set[str]] = {
     },
     **{
         QUEUE + m: {"admin"}
-        for m in ("PauseQueue", "ResumeQueue", "PurgeQueue", "RetryTasks", "DeleteTask")
+        for m in (
+            "PauseQueue",
+            "ResumeQueue",
+            "UpdateQueue",
+            "PurgeQueue",
+            "RetryTasks",
+            "DeleteTask",
+        )
     },
     REFLECTION + "ServerReflectionInfo": {"admin"},
 }

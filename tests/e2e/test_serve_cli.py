@@ -53,6 +53,7 @@ def test_settings_come_from_conveyor_environment_variables(tmp_path):
         process.stdout.close()
 
 
+@pytest.mark.lmdb_only  # the data dir's lock: PostgreSQL brokers share a database on purpose
 def test_a_second_broker_on_the_same_data_dir_is_refused(broker, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "conveyor_server", "--listen", "127.0.0.1:0",
@@ -120,3 +121,25 @@ def test_bad_security_flags_are_refused_with_a_clear_message(tmp_path, flags, me
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("flags", "env"),
+    [
+        (["--max-store-bytes", "1000000"], {}),
+        ([], {"CONVEYOR_MAX_STORE_BYTES": "1000000"}),
+    ],
+)
+def test_a_store_size_limit_with_postgresql_is_refused_not_ignored(tmp_path, flags, env):
+    """The PostgreSQL store cannot enforce --max-store-bytes: serve says so and exits 2
+    before it connects (the URL points nowhere)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor_server", "serve", "--listen", "127.0.0.1:0",
+         "--database-url", "postgresql://nobody@127.0.0.1:1/none", *flags],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "conveyor: --max-store-bytes limits the LMDB store only; size PostgreSQL itself"
+    )

@@ -33,7 +33,7 @@ _BAD = {
     "--database-url": "mysql://localhost/db",
 }
 _FREE_FORM = {"--data-dir", "--schedules", "--tls-cert", "--tls-key", "--tls-client-ca",
-              "--auth-tokens"}  # fmt: skip
+              "--auth-tokens", "--queues-file"}  # fmt: skip
 
 
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

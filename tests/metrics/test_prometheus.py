@@ -114,7 +114,8 @@ PHASE = {"ack": 6, "dead": 2, "retry": 1}
 
 def _phase(client: Client, scrape_total: Callable[[str], float]) -> None:
     """Every outcome once or more: enqueue, lease, ack, fail (dead, retried), cancel,
-    a deadline that passes, a lease that runs out, and a NOT_FOUND."""
+    a deadline that passes, a lease that runs out, a NOT_FOUND, and a lease a
+    concurrency limit holds back."""
     work = sum(PHASE.values())
     client.enqueue_many([("resize", {"n": i}) for i in range(work)], queue="images")
     held = client.enqueue("mail", {}, queue="emails")
@@ -129,6 +130,11 @@ def _phase(client: Client, scrape_total: Callable[[str], float]) -> None:
     for task in leased[PHASE["ack"] + PHASE["dead"] :]:
         client.fail(task, "TimeoutError", "try later", retry_delay=3600)
     client.cancel(held.id)
+    client.update_queue("limited", concurrency=1, rate=1000)
+    client.enqueue_many([("send", {}), ("send", {})], queue="limited")
+    [first] = client.lease("limited", 2)  # the limit lets one through
+    assert client.lease("limited", 1) == []  # and holds the other back: throttled
+    client.ack(first)
     assert len(client.lease("slow", 1, lease_duration=1, worker_id="w-2")) == 1
     with pytest.raises(NotFound):
         client.get_task("no-such-task")
@@ -165,9 +171,9 @@ def test_every_dashboard_query_returns_data_and_counters_equal_the_workload(
 
     work = sum(PHASE.values())
     expected = {
-        "enqueued": 2 * (work + 3),
-        "leased": 2 * (work + 1),
-        "acked": 2 * PHASE["ack"],
+        "enqueued": 2 * (work + 3 + 2),
+        "leased": 2 * (work + 1 + 1),
+        "acked": 2 * (PHASE["ack"] + 1),
         "failed": 2 * (PHASE["dead"] + PHASE["retry"]),
         "dead": 2 * PHASE["dead"],
         "retried": 2 * PHASE["retry"] + 2,  # the fails to retry, and the leases that ran out
@@ -179,9 +185,14 @@ def test_every_dashboard_query_returns_data_and_counters_equal_the_workload(
         assert prometheus.scalar(f"sum(conveyor_tasks_{outcome}_total)") == count, outcome
     assert prometheus.scalar('sum(conveyor_queue_depth{queue="images", state="DEAD"})') == 4
     handled = 'sum(grpc_server_handled_total{grpc_method="Ack", grpc_code="OK"})'
-    assert prometheus.scalar(handled) == 2 * PHASE["ack"]
+    assert prometheus.scalar(handled) == 2 * (PHASE["ack"] + 1)
     missing = 'sum(grpc_server_handled_total{grpc_method="GetTask", grpc_code="NOT_FOUND"})'
     assert prometheus.scalar(missing) == 2
+    throttled = 'sum(conveyor_lease_throttled_total{queue="limited", reason="concurrency"})'
+    assert prometheus.scalar(throttled) >= 2
+    assert prometheus.scalar('conveyor_queue_limit{queue="limited", limit="concurrency"}') == 1
+    assert prometheus.scalar('conveyor_queue_limit{queue="limited", limit="rate"}') == 1000
+    assert prometheus.query('conveyor_queue_limit{queue="limited", limit="burst"}') == []
 
     dashboard = json.loads(DASHBOARD.read_text())
     checked = 0
@@ -196,4 +207,4 @@ def test_every_dashboard_query_returns_data_and_counters_equal_the_workload(
             values = [float(r["value"][1]) for r in result]
             assert any(math.isfinite(v) for v in values), f"{panel['title']}: only NaN: {expr}"
             checked += 1
-    assert checked >= 25
+    assert checked >= 27

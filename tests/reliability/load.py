@@ -59,6 +59,7 @@ class Load:
     ledger: Ledger
     lease_seconds: float = 2.0
     producer_pause: float = 0.004  # keeps the task count (and the read-back) modest
+    name_prefix: str = ""  # task ids and worker ids start with it (several Loads, one ledger)
     producing: threading.Event = field(default_factory=threading.Event)
     working: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -75,6 +76,7 @@ class Load:
             self._spawn(self._stream_work, f"s{i}")
 
     def _spawn(self, target: object, name: str) -> None:
+        name = self.name_prefix + name
         thread = threading.Thread(target=self._guard, args=(target, name), name=name, daemon=True)
         thread.start()
         self.threads.append(thread)

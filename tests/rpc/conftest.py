@@ -8,7 +8,14 @@ from collections.abc import Iterator
 import pytest
 
 from conveyor_server.testing import BrokerProcess
+from tests.conftest import BOTH_STORES
 from tests.rpc.helpers import Stubs, connect
+
+
+@pytest.fixture(scope="module", params=BOTH_STORES)
+def broker_store(request: pytest.FixtureRequest) -> str:
+    """Every broker fixture here runs on LMDB, then on PostgreSQL."""
+    return str(request.param)
 
 
 @pytest.fixture

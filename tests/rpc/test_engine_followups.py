@@ -154,3 +154,27 @@ def test_a_follow_up_that_raises_does_not_leave_its_caller_waiting():
         return await asyncio.wait_for(waiter, 2)
 
     assert asyncio.run(scenario()) == 5
+
+
+def test_a_slot_freed_while_a_held_back_lease_commits_is_not_missed():
+    from conveyor_server.core.queues import QueueAdmin, QueueUpdate
+
+    async def scenario() -> None:
+        store = GatedStore()
+        broker = Broker(store, FakeClock())
+        engine = Engine(broker)
+        outcome = QueueAdmin(broker).update("q", QueueUpdate({"concurrency": 1})).result()
+        broker.note_limits("q", outcome.limits)
+        for _ in range(2):
+            await engine.enqueue(TaskSpec(kind="k", queue="q"), False)
+        (held,) = await engine.lease(["q"], 1, None, "w", QueueOrder.STRICT, 0)
+        store.is_gated = True
+        leasing = _lease(engine, "q")  # held back by the limit; its answer not yet reported
+        await _turns()
+        store.is_gated = False
+        await engine.ack([Ack(LeaseRef(held.id, held.lease_token), TaskResult(b"ok"))])
+        store.open_gate()  # the Lease learns it was held back only after the slot freed
+        leased = await asyncio.wait_for(leasing, 1)
+        assert len(leased) == 1
+
+    asyncio.run(scenario())

@@ -60,6 +60,7 @@ def test_server_made_ids_are_time_ordered(stubs, queue):
     ],
 )
 def test_enqueue_rejects_bad_fields_naming_them(stubs, queue, fields, named):
+    fields = dict(fields)  # the parameter is shared by the lmdb and postgres runs
     kind = fields.pop("kind", "job")
     task_queue = fields.pop("queue", queue)
     request = task_service_pb2.EnqueueRequest(task=spec(task_queue, kind, **fields))
@@ -296,6 +297,7 @@ def test_cancel_errors(stubs, queue):
     )
 
 
+@pytest.mark.lmdb_only  # --max-store-bytes caps the LMDB map (refused with --database-url)
 def test_full_store_is_resource_exhausted(broker_factory):
     broker = broker_factory("--max-store-bytes", "1MiB", "--max-payload-bytes", "600KiB")
     stubs = connect(broker.address)

@@ -17,7 +17,10 @@ NOW = 1_800_000_000.0
 MakeTask = Callable[..., Task]
 
 
-_TABLES = "conveyor_tasks, conveyor_unique, conveyor_schedules, conveyor_paused, conveyor_counts"
+_TABLES = (
+    "conveyor_tasks, conveyor_unique, conveyor_schedules, conveyor_paused, conveyor_counts, "
+    "conveyor_queue_flows"
+)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from tests.store.conftest import NOW, empty_postgres
 
 pytest.importorskip("psycopg")
 
+from conveyor_server.store import pg_schema
 from conveyor_server.store.pg_store import PgStore, migrate
 
 
@@ -295,13 +296,15 @@ def test_migrate_creates_the_schema_once(postgres_server):
             [sys.executable, "-m", "conveyor_server", "migrate", "--database-url", url],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-        assert result.returncode == 0 and "schema version 1" in result.stdout, result.stderr
+        assert result.returncode == 0, result.stderr
+        assert f"schema version {pg_schema.SCHEMA_VERSION}" in result.stdout
 
 
 class _Listener:
     def __init__(self) -> None:
         self.ready: list[str] = []
         self.finished: list[str] = []
+        self.freed: list[str] = []
         self.event = asyncio.Event()
 
     def tasks_ready(self, queues: Any) -> None:
@@ -310,6 +313,10 @@ class _Listener:
 
     def tasks_finished(self, task_ids: Any) -> None:
         self.finished += task_ids
+        self.event.set()
+
+    def slots_freed(self, queues: Any) -> None:
+        self.freed += queues
         self.event.set()
 
 
@@ -332,6 +339,28 @@ def test_a_notify_from_another_store_reaches_the_listener(two_stores, make_task)
     assert listener.ready == ["q1"] and listener.finished == ["n2"]
 
 
+def test_a_task_leaving_leased_on_another_store_reports_a_freed_slot(two_stores, make_task):
+    a, b = two_stores
+    _put_all(a, [make_task(id="held", queue="lim", state=TaskState.LEASED, lease_token="t",
+                           lease_expires_at=NOW + 60)])  # fmt: skip
+
+    def finish(txn: Any) -> None:
+        task = txn.get_task("held")
+        txn.put_task(replace(task, state=TaskState.SUCCEEDED, finished_at=NOW, lease_token=""))
+
+    async def main() -> _Listener:
+        listener = _Listener()
+        b.watch(listener)
+        await asyncio.sleep(0.3)  # LISTEN in place
+        await asyncio.to_thread(lambda: a.write(finish).result(timeout=10))
+        await asyncio.wait_for(listener.event.wait(), 5)
+        await asyncio.sleep(0.2)
+        return listener
+
+    listener = asyncio.run(main())
+    assert listener.freed == ["lim"] and listener.finished == ["held"]
+
+
 def test_postgres_down_answers_unavailable_then_the_store_reconnects(make_task):
     from conveyor_server.core.errors import StoreUnavailable
     from conveyor_server.testing.postgres import PostgresServer
@@ -352,3 +381,37 @@ def test_postgres_down_answers_unavailable_then_the_store_reconnects(make_task):
         store.close()
     finally:
         server.stop()
+
+
+def test_a_version_1_database_migrates_to_version_2_keeping_its_tasks(postgres_server, make_task):
+    import psycopg
+
+    from conveyor_server.core.flow import QueueFlow, QueueLimits
+    from conveyor_server.store import record
+
+    url = postgres_server.create_database("from_version_1")
+    old = make_task(id="old-task", queue="q")
+    with psycopg.connect(url) as conn:  # the schema as version 1 left it, with one task
+        conn.execute("CREATE TABLE conveyor_meta (key text PRIMARY KEY, value bigint NOT NULL)")
+        for statement in pg_schema.statements(1):
+            conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute("INSERT INTO conveyor_meta VALUES ('schema_version', 1)")
+        conn.execute(
+            "INSERT INTO conveyor_tasks (id, queue, state, priority, run_at_us, sequence, "
+            "record, payload) VALUES (%s, 'q', %s, 0, 1, 1, %s, %s)",
+            (old.id, int(TaskState.READY), record.encode(old), old.payload),
+        )
+        conn.commit()
+    assert migrate(url) == 2
+    store = PgStore(url)
+    try:
+        assert store.read(lambda txn: txn.ready_task_ids("q", 10)) == [old.id]
+        assert store.read(lambda txn: txn.ready_keys("q", "", 10)) == []
+        keyed = make_task(id="new-task", queue="q", concurrency_key="k")
+        _put_all(store, [keyed])
+        assert store.read(lambda txn: txn.ready_task_ids("q", 10, "k")) == [keyed.id]
+        flow = QueueFlow(QueueLimits(concurrency=2), 0.0, NOW)
+        store.write(lambda txn: txn.put_queue_flow("q", flow)).result(timeout=10)
+        assert store.read(lambda txn: txn.get_queue_flow("q")) == flow
+    finally:
+        store.close()

@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from conveyor.v1 import task_pb2 as conveyor_dot_v1_dot_task__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onveyor/v1/queue_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\nStateCount\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xc9\x01\n\x05Queue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06\x63ounts\x18\x02 \x03(\x0b\x32\x17.conveyor.v1.StateCount\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x33\n\x0foldest_ready_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x10oldest_ready_age\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07workers\x18\x06 \x01(\x05\"\x13\n\x11ListQueuesRequest\"8\n\x12ListQueuesResponse\x12\"\n\x06queues\x18\x01 \x03(\x0b\x32\x12.conveyor.v1.Queue\"\x1f\n\x0fGetQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x10GetQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.Queue\"!\n\x11PauseQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x12PauseQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.Queue\"\"\n\x12ResumeQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x13ResumeQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.Queue\"X\n\x11PurgeQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06states\x18\x02 \x03(\x0e\x32\x16.conveyor.v1.TaskState\x12\r\n\x05limit\x18\x03 \x01(\x05\"*\n\x12PurgeQueueResponse\x12\x14\n\x0cpurged_count\x18\x01 \x01(\x03\"\xb8\x01\n\nTaskFilter\x12\r\n\x05queue\x18\x01 \x01(\t\x12&\n\x06states\x18\x02 \x03(\x0e\x32\x16.conveyor.v1.TaskState\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\x10ListTasksRequest\x12\'\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12%\n\x05order\x18\x04 \x01(\x0e\x32\x16.conveyor.v1.TaskOrder\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"]\n\x11RetryTasksRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\'\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\x12\r\n\x05limit\x18\x03 \x01(\x05\"+\n\x12RetryTasksResponse\x12\x15\n\rretried_count\x18\x01 \x01(\x03\"$\n\x11\x44\x65leteTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteTaskResponse\"\x14\n\x12ListWorkersRequest\"\xc0\x01\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0e\n\x06queues\x18\x03 \x03(\t\x12\x17\n\x0ftasks_in_flight\x18\x04 \x01(\x05\x12\x30\n\x0c\x63onnected_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_seen_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07streams\x18\x07 \x01(\x05\";\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.Worker*a\n\tTaskOrder\x12\x1a\n\x16TASK_ORDER_UNSPECIFIED\x10\x00\x12\x1b\n\x17TASK_ORDER_OLDEST_FIRST\x10\x01\x12\x1b\n\x17TASK_ORDER_NEWEST_FIRST\x10\x02\x32\xd2\x05\n\x0cQueueService\x12M\n\nListQueues\x12\x1e.conveyor.v1.ListQueuesRequest\x1a\x1f.conveyor.v1.ListQueuesResponse\x12G\n\x08GetQueue\x12\x1c.conveyor.v1.GetQueueRequest\x1a\x1d.conveyor.v1.GetQueueResponse\x12M\n\nPauseQueue\x12\x1e.conveyor.v1.PauseQueueRequest\x1a\x1f.conveyor.v1.PauseQueueResponse\x12P\n\x0bResumeQueue\x12\x1f.conveyor.v1.ResumeQueueRequest\x1a .conveyor.v1.ResumeQueueResponse\x12M\n\nPurgeQueue\x12\x1e.conveyor.v1.PurgeQueueRequest\x1a\x1f.conveyor.v1.PurgeQueueResponse\x12J\n\tListTasks\x12\x1d.conveyor.v1.ListTasksRequest\x1a\x1e.conveyor.v1.ListTasksResponse\x12M\n\nRetryTasks\x12\x1e.conveyor.v1.RetryTasksRequest\x1a\x1f.conveyor.v1.RetryTasksResponse\x12M\n\nDeleteTask\x12\x1e.conveyor.v1.DeleteTaskRequest\x1a\x1f.conveyor.v1.DeleteTaskResponse\x12P\n\x0bListWorkers\x12\x1f.conveyor.v1.ListWorkersRequest\x1a .conveyor.v1.ListWorkersResponseB\x7f\n\x0f\x64\x65v.conveyor.v1B\x11QueueServiceProtoP\x01Z&conveyor.dev/go/conveyor/v1;conveyorv1\xa2\x02\x03\x43VX\xaa\x02\x0b\x43onveyor.V1\xca\x02\x0b\x43onveyor\\V1\xea\x02\x0c\x43onveyor::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onveyor/v1/queue_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\nStateCount\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xf3\x01\n\x05Queue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06\x63ounts\x18\x02 \x03(\x0b\x32\x17.conveyor.v1.StateCount\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x33\n\x0foldest_ready_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x10oldest_ready_age\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07workers\x18\x06 \x01(\x05\x12(\n\x06limits\x18\x07 \x01(\x0b\x32\x18.conveyor.v1.QueueLimits\"X\n\x0bQueueLimits\x12\x0c\n\x04rate\x18\x01 \x01(\x01\x12\r\n\x05\x62urst\x18\x02 \x01(\r\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\r\x12\x17\n\x0fkey_concurrency\x18\x04 \x01(\r\"\x13\n\x11ListQueuesRequest\"8\n\x12ListQueuesResponse\x12\"\n\x06queues\x18\x01 \x03(\x0b\x32\x12.conveyor.v1.Queue\"\x1f\n\x0fGetQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x10GetQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.Queue\"!\n\x11PauseQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x12PauseQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.Queue\"\"\n\x12ResumeQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x13ResumeQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.Queue\"\x9d\x01\n\x12UpdateQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x06limits\x18\x02 \x01(\x0b\x32\x18.conveyor.v1.QueueLimits\x12\x13\n\x06paused\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\t\n\x07_paused\"8\n\x13UpdateQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.conveyor.v1.Queue\"X\n\x11PurgeQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06states\x18\x02 \x03(\x0e\x32\x16.conveyor.v1.TaskState\x12\r\n\x05limit\x18\x03 \x01(\x05\"*\n\x12PurgeQueueResponse\x12\x14\n\x0cpurged_count\x18\x01 \x01(\x03\"\xb8\x01\n\nTaskFilter\x12\r\n\x05queue\x18\x01 \x01(\t\x12&\n\x06states\x18\x02 \x03(\x0e\x32\x16.conveyor.v1.TaskState\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\x10ListTasksRequest\x12\'\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12%\n\x05order\x18\x04 \x01(\x0e\x32\x16.conveyor.v1.TaskOrder\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"]\n\x11RetryTasksRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\'\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\x12\r\n\x05limit\x18\x03 \x01(\x05\"+\n\x12RetryTasksResponse\x12\x15\n\rretried_count\x18\x01 \x01(\x03\"$\n\x11\x44\x65leteTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteTaskResponse\"\x14\n\x12ListWorkersRequest\"\xc0\x01\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0e\n\x06queues\x18\x03 \x03(\t\x12\x17\n\x0ftasks_in_flight\x18\x04 \x01(\x05\x12\x30\n\x0c\x63onnected_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_seen_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07streams\x18\x07 \x01(\x05\";\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.Worker*a\n\tTaskOrder\x12\x1a\n\x16TASK_ORDER_UNSPECIFIED\x10\x00\x12\x1b\n\x17TASK_ORDER_OLDEST_FIRST\x10\x01\x12\x1b\n\x17TASK_ORDER_NEWEST_FIRST\x10\x02\x32\xa4\x06\n\x0cQueueService\x12M\n\nListQueues\x12\x1e.conveyor.v1.ListQueuesRequest\x1a\x1f.conveyor.v1.ListQueuesResponse\x12G\n\x08GetQueue\x12\x1c.conveyor.v1.GetQueueRequest\x1a\x1d.conveyor.v1.GetQueueResponse\x12M\n\nPauseQueue\x12\x1e.conveyor.v1.PauseQueueRequest\x1a\x1f.conveyor.v1.PauseQueueResponse\x12P\n\x0bResumeQueue\x12\x1f.conveyor.v1.ResumeQueueRequest\x1a .conveyor.v1.ResumeQueueResponse\x12P\n\x0bUpdateQueue\x12\x1f.conveyor.v1.UpdateQueueRequest\x1a .conveyor.v1.UpdateQueueResponse\x12M\n\nPurgeQueue\x12\x1e.conveyor.v1.PurgeQueueRequest\x1a\x1f.conveyor.v1.PurgeQueueResponse\x12J\n\tListTasks\x12\x1d.conveyor.v1.ListTasksRequest\x1a\x1e.conveyor.v1.ListTasksResponse\x12M\n\nRetryTasks\x12\x1e.conveyor.v1.RetryTasksRequest\x1a\x1f.conveyor.v1.RetryTasksResponse\x12M\n\nDeleteTask\x12\x1e.conveyor.v1.DeleteTaskRequest\x1a\x1f.conveyor.v1.DeleteTaskResponse\x12P\n\x0bListWorkers\x12\x1f.conveyor.v1.ListWorkersRequest\x1a .conveyor.v1.ListWorkersResponseB\x7f\n\x0f\x64\x65v.conveyor.v1B\x11QueueServiceProtoP\x01Z&conveyor.dev/go/conveyor/v1;conveyorv1\xa2\x02\x03\x43VX\xaa\x02\x0b\x43onveyor.V1\xca\x02\x0b\x43onveyor\\V1\xea\x02\x0c\x43onveyor::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,52 +36,58 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.queue_service_p
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.conveyor.v1B\021QueueServiceProtoP\001Z&conveyor.dev/go/conveyor/v1;conveyorv1\242\002\003CVX\252\002\013Conveyor.V1\312\002\013Conveyor\\V1\352\002\014Conveyor::V1'
-  _globals['_TASKORDER']._serialized_start=1781
-  _globals['_TASKORDER']._serialized_end=1878
-  _globals['_STATECOUNT']._serialized_start=137
-  _globals['_STATECOUNT']._serialized_end=203
-  _globals['_QUEUE']._serialized_start=206
-  _globals['_QUEUE']._serialized_end=407
-  _globals['_LISTQUEUESREQUEST']._serialized_start=409
-  _globals['_LISTQUEUESREQUEST']._serialized_end=428
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=430
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=486
-  _globals['_GETQUEUEREQUEST']._serialized_start=488
-  _globals['_GETQUEUEREQUEST']._serialized_end=519
-  _globals['_GETQUEUERESPONSE']._serialized_start=521
-  _globals['_GETQUEUERESPONSE']._serialized_end=574
-  _globals['_PAUSEQUEUEREQUEST']._serialized_start=576
-  _globals['_PAUSEQUEUEREQUEST']._serialized_end=609
-  _globals['_PAUSEQUEUERESPONSE']._serialized_start=611
-  _globals['_PAUSEQUEUERESPONSE']._serialized_end=666
-  _globals['_RESUMEQUEUEREQUEST']._serialized_start=668
-  _globals['_RESUMEQUEUEREQUEST']._serialized_end=702
-  _globals['_RESUMEQUEUERESPONSE']._serialized_start=704
-  _globals['_RESUMEQUEUERESPONSE']._serialized_end=760
-  _globals['_PURGEQUEUEREQUEST']._serialized_start=762
-  _globals['_PURGEQUEUEREQUEST']._serialized_end=850
-  _globals['_PURGEQUEUERESPONSE']._serialized_start=852
-  _globals['_PURGEQUEUERESPONSE']._serialized_end=894
-  _globals['_TASKFILTER']._serialized_start=897
-  _globals['_TASKFILTER']._serialized_end=1081
-  _globals['_LISTTASKSREQUEST']._serialized_start=1084
-  _globals['_LISTTASKSREQUEST']._serialized_end=1221
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1223
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1301
-  _globals['_RETRYTASKSREQUEST']._serialized_start=1303
-  _globals['_RETRYTASKSREQUEST']._serialized_end=1396
-  _globals['_RETRYTASKSRESPONSE']._serialized_start=1398
-  _globals['_RETRYTASKSRESPONSE']._serialized_end=1441
-  _globals['_DELETETASKREQUEST']._serialized_start=1443
-  _globals['_DELETETASKREQUEST']._serialized_end=1479
-  _globals['_DELETETASKRESPONSE']._serialized_start=1481
-  _globals['_DELETETASKRESPONSE']._serialized_end=1501
-  _globals['_LISTWORKERSREQUEST']._serialized_start=1503
-  _globals['_LISTWORKERSREQUEST']._serialized_end=1523
-  _globals['_WORKER']._serialized_start=1526
-  _globals['_WORKER']._serialized_end=1718
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=1720
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=1779
-  _globals['_QUEUESERVICE']._serialized_start=1881
-  _globals['_QUEUESERVICE']._serialized_end=2603
+  _globals['_TASKORDER']._serialized_start=2165
+  _globals['_TASKORDER']._serialized_end=2262
+  _globals['_STATECOUNT']._serialized_start=171
+  _globals['_STATECOUNT']._serialized_end=237
+  _globals['_QUEUE']._serialized_start=240
+  _globals['_QUEUE']._serialized_end=483
+  _globals['_QUEUELIMITS']._serialized_start=485
+  _globals['_QUEUELIMITS']._serialized_end=573
+  _globals['_LISTQUEUESREQUEST']._serialized_start=575
+  _globals['_LISTQUEUESREQUEST']._serialized_end=594
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=596
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=652
+  _globals['_GETQUEUEREQUEST']._serialized_start=654
+  _globals['_GETQUEUEREQUEST']._serialized_end=685
+  _globals['_GETQUEUERESPONSE']._serialized_start=687
+  _globals['_GETQUEUERESPONSE']._serialized_end=740
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=742
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=775
+  _globals['_PAUSEQUEUERESPONSE']._serialized_start=777
+  _globals['_PAUSEQUEUERESPONSE']._serialized_end=832
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=834
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=868
+  _globals['_RESUMEQUEUERESPONSE']._serialized_start=870
+  _globals['_RESUMEQUEUERESPONSE']._serialized_end=926
+  _globals['_UPDATEQUEUEREQUEST']._serialized_start=929
+  _globals['_UPDATEQUEUEREQUEST']._serialized_end=1086
+  _globals['_UPDATEQUEUERESPONSE']._serialized_start=1088
+  _globals['_UPDATEQUEUERESPONSE']._serialized_end=1144
+  _globals['_PURGEQUEUEREQUEST']._serialized_start=1146
+  _globals['_PURGEQUEUEREQUEST']._serialized_end=1234
+  _globals['_PURGEQUEUERESPONSE']._serialized_start=1236
+  _globals['_PURGEQUEUERESPONSE']._serialized_end=1278
+  _globals['_TASKFILTER']._serialized_start=1281
+  _globals['_TASKFILTER']._serialized_end=1465
+  _globals['_LISTTASKSREQUEST']._serialized_start=1468
+  _globals['_LISTTASKSREQUEST']._serialized_end=1605
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1607
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1685
+  _globals['_RETRYTASKSREQUEST']._serialized_start=1687
+  _globals['_RETRYTASKSREQUEST']._serialized_end=1780
+  _globals['_RETRYTASKSRESPONSE']._serialized_start=1782
+  _globals['_RETRYTASKSRESPONSE']._serialized_end=1825
+  _globals['_DELETETASKREQUEST']._serialized_start=1827
+  _globals['_DELETETASKREQUEST']._serialized_end=1863
+  _globals['_DELETETASKRESPONSE']._serialized_start=1865
+  _globals['_DELETETASKRESPONSE']._serialized_end=1885
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1887
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1907
+  _globals['_WORKER']._serialized_start=1910
+  _globals['_WORKER']._serialized_end=2102
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=2104
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=2163
+  _globals['_QUEUESERVICE']._serialized_start=2265
+  _globals['_QUEUESERVICE']._serialized_end=3069
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from conveyor.v1 import task_pb2 as _task_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -82,6 +83,7 @@ class Queue(_message.Message):
     OLDEST_READY_AT_FIELD_NUMBER: _builtins.int
     OLDEST_READY_AGE_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     paused: _builtins.bool
     workers: _builtins.int
@@ -98,6 +100,10 @@ class Queue(_message.Message):
     def oldest_ready_age(self) -> _duration_pb2.Duration:
         """How long the oldest READY task has waited; unset when none is READY."""
 
+    @_builtins.property
+    def limits(self) -> Global___QueueLimits:
+        """The queue's stored flow limits (all zero: none)."""
+
     def __init__(
         self,
         *,
@@ -107,14 +113,59 @@ class Queue(_message.Message):
         oldest_ready_at: _timestamp_pb2.Timestamp | None = ...,
         oldest_ready_age: _duration_pb2.Duration | None = ...,
         workers: _builtins.int = ...,
+        limits: Global___QueueLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_ready_age", b"oldest_ready_age", "oldest_ready_at", b"oldest_ready_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "oldest_ready_age", b"oldest_ready_age", "oldest_ready_at", b"oldest_ready_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "name", b"name", "oldest_ready_age", b"oldest_ready_age", "oldest_ready_at", b"oldest_ready_at", "paused", b"paused", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "limits", b"limits", "name", b"name", "oldest_ready_age", b"oldest_ready_age", "oldest_ready_at", b"oldest_ready_at", "paused", b"paused", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Queue: _TypeAlias = Queue  # noqa: Y015
+
+@_typing.final
+class QueueLimits(_message.Message):
+    """QueueLimits are a queue's flow limits, enforced by the broker when it
+    leases tasks, across all workers and all brokers sharing a store. A task
+    over a limit waits READY; it never fails. Zero means "no limit" for
+    every field.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    KEY_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    rate: _builtins.float
+    """Tasks leased per second from the queue across the whole cluster (a
+    token bucket). 0: no rate limit. Finite, not negative.
+    """
+    burst: _builtins.int
+    """Bucket size: the most tasks leased at once after an idle spell.
+    0: max(1, ceil(rate)).
+    """
+    concurrency: _builtins.int
+    """The most tasks LEASED at once from the queue. 0: no limit."""
+    key_concurrency: _builtins.int
+    """The most tasks LEASED at once per concurrency_key (tasks without a key
+    are not capped by it). 0: no limit.
+    """
+    def __init__(
+        self,
+        *,
+        rate: _builtins.float = ...,
+        burst: _builtins.int = ...,
+        concurrency: _builtins.int = ...,
+        key_concurrency: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "concurrency", b"concurrency", "key_concurrency", b"key_concurrency", "rate", b"rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueLimits: _TypeAlias = QueueLimits  # noqa: Y015
 
 @_typing.final
 class ListQueuesRequest(_message.Message):
@@ -267,6 +318,66 @@ class ResumeQueueResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResumeQueueResponse: _TypeAlias = ResumeQueueResponse  # noqa: Y015
+
+@_typing.final
+class UpdateQueueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    paused: _builtins.bool
+    """Pause (true) or resume (false) the queue; absent: unchanged."""
+    @_builtins.property
+    def limits(self) -> Global___QueueLimits:
+        """New limits; see UpdateQueue for how update_mask selects fields."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Paths to change: "limits", "limits.rate", "limits.burst",
+        "limits.concurrency", "limits.key_concurrency", "paused". Empty: every
+        field that is present.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        limits: Global___QueueLimits | None = ...,
+        paused: _builtins.bool | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_paused", b"_paused", "limits", b"limits", "paused", b"paused", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_paused", b"_paused", "limits", b"limits", "name", b"name", "paused", b"paused", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__paused: _TypeAlias = _typing.Literal["paused"]  # noqa: Y015
+    _WhichOneofArgType__paused: _TypeAlias = _typing.Literal["_paused", b"_paused"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__paused) -> _WhichOneofReturnType__paused | None: ...
+
+Global___UpdateQueueRequest: _TypeAlias = UpdateQueueRequest  # noqa: Y015
+
+@_typing.final
+class UpdateQueueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___Queue: ...
+    def __init__(
+        self,
+        *,
+        queue: Global___Queue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateQueueResponse: _TypeAlias = UpdateQueueResponse  # noqa: Y015
 
 @_typing.final
 class PurgeQueueRequest(_message.Message):

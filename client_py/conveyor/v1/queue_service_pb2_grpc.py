@@ -65,6 +65,11 @@ class QueueServiceStub:
                 request_serializer=conveyor_dot_v1_dot_queue__service__pb2.ResumeQueueRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_queue__service__pb2.ResumeQueueResponse.FromString,
                 _registered_method=True)
+        self.UpdateQueue = channel.unary_unary(
+                '/conveyor.v1.QueueService/UpdateQueue',
+                request_serializer=conveyor_dot_v1_dot_queue__service__pb2.UpdateQueueRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_queue__service__pb2.UpdateQueueResponse.FromString,
+                _registered_method=True)
         self.PurgeQueue = channel.unary_unary(
                 '/conveyor.v1.QueueService/PurgeQueue',
                 request_serializer=conveyor_dot_v1_dot_queue__service__pb2.PurgeQueueRequest.SerializeToString,
@@ -139,6 +144,24 @@ class QueueServiceServicer:
         """ResumeQueue lets a paused queue hand out tasks again and wakes the Lease
         calls and streams parked on it. Resuming a queue that is not paused is a
         no-op. Errors: INVALID_ARGUMENT (malformed name), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateQueue(self, request, context):
+        """UpdateQueue changes a queue's stored settings: its flow limits (rate,
+        burst, concurrency, key_concurrency; see QueueLimits) and whether it is
+        paused. With an empty update_mask, `limits` replaces the stored limits
+        whole when present and `paused` is set when present; with a mask only
+        the named paths change ("limits", "limits.rate", "limits.burst",
+        "limits.concurrency", "limits.key_concurrency", "paused"). Settings are
+        stored and hold across broker restarts and across the brokers that
+        share a store. Limits apply to the next lease; tasks already LEASED are
+        not affected. Resuming or raising a limit wakes parked Lease calls and
+        streams. Answers the queue as GetQueue does.
+        Errors: INVALID_ARGUMENT (malformed name; a negative or non-finite
+        value; an unknown update_mask path), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -225,6 +248,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.ResumeQueue,
                     request_deserializer=conveyor_dot_v1_dot_queue__service__pb2.ResumeQueueRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_queue__service__pb2.ResumeQueueResponse.SerializeToString,
+            ),
+            'UpdateQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateQueue,
+                    request_deserializer=conveyor_dot_v1_dot_queue__service__pb2.UpdateQueueRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_queue__service__pb2.UpdateQueueResponse.SerializeToString,
             ),
             'PurgeQueue': grpc.unary_unary_rpc_method_handler(
                     servicer.PurgeQueue,
@@ -371,6 +399,33 @@ class QueueService:
             '/conveyor.v1.QueueService/ResumeQueue',
             conveyor_dot_v1_dot_queue__service__pb2.ResumeQueueRequest.SerializeToString,
             conveyor_dot_v1_dot_queue__service__pb2.ResumeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.QueueService/UpdateQueue',
+            conveyor_dot_v1_dot_queue__service__pb2.UpdateQueueRequest.SerializeToString,
+            conveyor_dot_v1_dot_queue__service__pb2.UpdateQueueResponse.FromString,
             options,
             channel_credentials,
             insecure,

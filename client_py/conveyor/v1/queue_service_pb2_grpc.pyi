@@ -66,6 +66,20 @@ class QueueServiceStub:
     calls and streams parked on it. Resuming a queue that is not paused is a
     no-op. Errors: INVALID_ARGUMENT (malformed name), UNAVAILABLE.
     """
+    UpdateQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.UpdateQueueRequest, _queue_service_pb2.UpdateQueueResponse]
+    """UpdateQueue changes a queue's stored settings: its flow limits (rate,
+    burst, concurrency, key_concurrency; see QueueLimits) and whether it is
+    paused. With an empty update_mask, `limits` replaces the stored limits
+    whole when present and `paused` is set when present; with a mask only
+    the named paths change ("limits", "limits.rate", "limits.burst",
+    "limits.concurrency", "limits.key_concurrency", "paused"). Settings are
+    stored and hold across broker restarts and across the brokers that
+    share a store. Limits apply to the next lease; tasks already LEASED are
+    not affected. Resuming or raising a limit wakes parked Lease calls and
+    streams. Answers the queue as GetQueue does.
+    Errors: INVALID_ARGUMENT (malformed name; a negative or non-finite
+    value; an unknown update_mask path), UNAVAILABLE.
+    """
     PurgeQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.PurgeQueueRequest, _queue_service_pb2.PurgeQueueResponse]
     """PurgeQueue deletes a queue's tasks in the given states and answers how
     many it deleted. LEASED tasks cannot be purged (their workers hold
@@ -143,6 +157,20 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """ResumeQueue lets a paused queue hand out tasks again and wakes the Lease
     calls and streams parked on it. Resuming a queue that is not paused is a
     no-op. Errors: INVALID_ARGUMENT (malformed name), UNAVAILABLE.
+    """
+    UpdateQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.UpdateQueueRequest, _queue_service_pb2.UpdateQueueResponse]  # type: ignore[assignment]
+    """UpdateQueue changes a queue's stored settings: its flow limits (rate,
+    burst, concurrency, key_concurrency; see QueueLimits) and whether it is
+    paused. With an empty update_mask, `limits` replaces the stored limits
+    whole when present and `paused` is set when present; with a mask only
+    the named paths change ("limits", "limits.rate", "limits.burst",
+    "limits.concurrency", "limits.key_concurrency", "paused"). Settings are
+    stored and hold across broker restarts and across the brokers that
+    share a store. Limits apply to the next lease; tasks already LEASED are
+    not affected. Resuming or raising a limit wakes parked Lease calls and
+    streams. Answers the queue as GetQueue does.
+    Errors: INVALID_ARGUMENT (malformed name; a negative or non-finite
+    value; an unknown update_mask path), UNAVAILABLE.
     """
     PurgeQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.PurgeQueueRequest, _queue_service_pb2.PurgeQueueResponse]  # type: ignore[assignment]
     """PurgeQueue deletes a queue's tasks in the given states and answers how
@@ -242,6 +270,26 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         """ResumeQueue lets a paused queue hand out tasks again and wakes the Lease
         calls and streams parked on it. Resuming a queue that is not paused is a
         no-op. Errors: INVALID_ARGUMENT (malformed name), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateQueue(
+        self,
+        request: _queue_service_pb2.UpdateQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.UpdateQueueResponse, _abc.Awaitable[_queue_service_pb2.UpdateQueueResponse]]:
+        """UpdateQueue changes a queue's stored settings: its flow limits (rate,
+        burst, concurrency, key_concurrency; see QueueLimits) and whether it is
+        paused. With an empty update_mask, `limits` replaces the stored limits
+        whole when present and `paused` is set when present; with a mask only
+        the named paths change ("limits", "limits.rate", "limits.burst",
+        "limits.concurrency", "limits.key_concurrency", "paused"). Settings are
+        stored and hold across broker restarts and across the brokers that
+        share a store. Limits apply to the next lease; tasks already LEASED are
+        not affected. Resuming or raising a limit wakes parked Lease calls and
+        streams. Answers the queue as GetQueue does.
+        Errors: INVALID_ARGUMENT (malformed name; a negative or non-finite
+        value; an unknown update_mask path), UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod

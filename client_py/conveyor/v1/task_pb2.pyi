@@ -228,6 +228,7 @@ class TaskSpec(_message.Message):
     UNIQUE_KEY_FIELD_NUMBER: _builtins.int
     UNIQUE_WINDOW_FIELD_NUMBER: _builtins.int
     RESULT_RETENTION_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Optional client-chosen id for idempotency: if a task with this id exists,
     Enqueue returns it instead of creating a second one. Empty means the
@@ -258,6 +259,12 @@ class TaskSpec(_message.Message):
     unique_key: _builtins.str
     """Deduplication key within the queue. While a task with the same queue and
     unique_key is inside its window, Enqueue returns that task instead.
+    """
+    concurrency_key: _builtins.str
+    """Fairness and per-key concurrency key within the queue (a customer id,
+    for example). Empty: the task has no key. At most 128 characters. The
+    queue's key_concurrency limit caps the tasks LEASED at once per key, and
+    leasing takes turns between keys (see docs/flow-control.md).
     """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -320,10 +327,11 @@ class TaskSpec(_message.Message):
         unique_key: _builtins.str = ...,
         unique_window: _duration_pb2.Duration | None = ...,
         result_retention: _duration_pb2.Duration | None = ...,
+        concurrency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "delay", b"delay", "lease_duration", b"lease_duration", "result_retention", b"result_retention", "retry_policy", b"retry_policy", "run_at", b"run_at", "unique_window", b"unique_window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "deadline", b"deadline", "delay", b"delay", "headers", b"headers", "id", b"id", "kind", b"kind", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result_retention", b"result_retention", "retry_policy", b"retry_policy", "run_at", b"run_at", "unique_key", b"unique_key", "unique_window", b"unique_window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "content_type", b"content_type", "deadline", b"deadline", "delay", b"delay", "headers", b"headers", "id", b"id", "kind", b"kind", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result_retention", b"result_retention", "retry_policy", b"retry_policy", "run_at", b"run_at", "unique_key", b"unique_key", "unique_window", b"unique_window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -383,6 +391,7 @@ class Task(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Broker-made (26-character, time-ordered) or client-supplied id."""
     queue: _builtins.str
@@ -416,6 +425,8 @@ class Task(_message.Message):
     """Worker id given with the current or last Lease."""
     cancel_requested: _builtins.bool
     """True once CancelTask was called while the task was LEASED."""
+    concurrency_key: _builtins.str
+    """Concurrency key, if any (at most 128 characters)."""
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Producer's headers."""
@@ -503,10 +514,11 @@ class Task(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         last_error: Global___TaskError | None = ...,
         result: Global___TaskResult | None = ...,
+        concurrency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "finished_at", b"finished_at", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "leased_at", b"leased_at", "result", b"result", "result_retention", b"result_retention", "retry_policy", b"retry_policy", "run_at", b"run_at", "unique_window", b"unique_window", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "content_type", b"content_type", "created_at", b"created_at", "deadline", b"deadline", "finished_at", b"finished_at", "headers", b"headers", "id", b"id", "kind", b"kind", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "lease_token", b"lease_token", "leased_at", b"leased_at", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "result_retention", b"result_retention", "retry_policy", b"retry_policy", "run_at", b"run_at", "sequence", b"sequence", "state", b"state", "unique_key", b"unique_key", "unique_window", b"unique_window", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "content_type", b"content_type", "created_at", b"created_at", "deadline", b"deadline", "finished_at", b"finished_at", "headers", b"headers", "id", b"id", "kind", b"kind", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_expires_at", b"lease_expires_at", "lease_token", b"lease_token", "leased_at", b"leased_at", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "result_retention", b"result_retention", "retry_policy", b"retry_policy", "run_at", b"run_at", "sequence", b"sequence", "state", b"state", "unique_key", b"unique_key", "unique_window", b"unique_window", "updated_at", b"updated_at", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

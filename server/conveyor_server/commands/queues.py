@@ -15,6 +15,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from conveyor import Client, QueueInfo, TaskState
+from conveyor_server.commands import limits
 from conveyor_server.commands.connection import (
     UsageError,
     add_connection,
@@ -61,12 +62,14 @@ def queue_table(queues: list[QueueInfo], rates: dict[str, float] | None = None) 
     table.add_column("OLDEST READY", justify="right")
     table.add_column("WORKERS", justify="right")
     table.add_column("PAUSED")
+    table.add_column("LIMITS")
     for q in queues:
         oldest = q.oldest_ready_age.total_seconds() if q.oldest_ready_age else None
         row = [q.name, *(str(q.counts.get(s, 0)) for s in _COLUMNS)]
         if rates is not None:
             row.append(f"{rates.get(q.name, 0.0):.1f}")
         row += [age(oldest), str(q.workers), "paused" if q.paused else ""]
+        row.append(limits.limits_text(q, none=""))
         table.add_row(*row)
     return table
 
@@ -185,7 +188,9 @@ def _run_top(args: argparse.Namespace, client: Client) -> None:
 
 
 def _add(subparsers: Any) -> None:
-    p = subparsers.add_parser("queues", help="list queues: counts by state, age, workers, pause")
+    p = subparsers.add_parser(
+        "queues", help="list queues: counts by state, age, workers, pause, limits"
+    )
     add_connection(p)
     add_json(p)
     p.set_defaults(run=_run_queues)
@@ -221,4 +226,4 @@ def _add(subparsers: Any) -> None:
     p.set_defaults(run=_run_top)
 
 
-SUBCOMMANDS = [_add]
+SUBCOMMANDS = [_add, limits.add]

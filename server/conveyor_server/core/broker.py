@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from conveyor_server.core import validation
+from conveyor_server.core import fair, flow, validation
 from conveyor_server.core.clock import Clock
 from conveyor_server.core.errors import (
     AlreadyExists,
@@ -54,11 +54,18 @@ T = TypeVar("T")
 @dataclass(slots=True)
 class LeaseBatch:
     """Tasks handed out by one Lease, tasks found past their deadline on the way, and the
-    queues of scheduled tasks it found due and made READY (their waiters need waking)."""
+    queues of scheduled tasks it found due and made READY (their waiters need waking).
+
+    `throttled`: (queue, reason) for each limit that kept READY tasks from this lease,
+    reason one of flow.THROTTLE_REASONS ("rate", "concurrency", "key_concurrency").
+    `refill_at`: when a rate-limited queue among them next has a token (None: none is).
+    """
 
     tasks: list[Task] = field(default_factory=list)
     expired: list[Task] = field(default_factory=list)
     promoted: TickOutcome = field(default_factory=TickOutcome)
+    throttled: list[tuple[str, str]] = field(default_factory=list)
+    refill_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +91,50 @@ class Broker:
         self.settings = settings or BrokerSettings()
         self._rng = rng or random.Random()
         self._round_robin = 0
+        #: Queues with stored limits, by name (a cache: the lease transaction reads the
+        #: stored flow itself). Queues in neither this nor `keyed_queues` take the plain
+        #: lease path, at today's cost.
+        self.flow_limits: dict[str, flow.QueueLimits] = {}
+        #: Queues that may hold READY tasks with a concurrency key (an over-estimate).
+        self.keyed_queues: set[str] = set()
+        #: Per queue, the key served last: where the next lease's round robin resumes.
+        self._key_cursors: dict[str, str] = {}
+        self.refresh_flows()
+
+    # -- flow control ----------------------------------------------------------
+
+    def refresh_flows(self) -> None:
+        """Load which queues have limits or keyed tasks (at start; on a store other
+        brokers share, again every timer pass: service/engine.py)."""
+
+        def look(txn: TaskTxn) -> tuple[dict[str, flow.QueueLimits], list[str]]:
+            flows = {name: f.limits for name, f in txn.queue_flows().items()}
+            return flows, txn.keyed_queues()
+
+        limits, keyed = self.store.read(look)
+        self.flow_limits = {name: lim for name, lim in limits.items() if lim.is_limited}
+        self.keyed_queues.update(keyed)
+
+    def note_limits(self, queue: str, limits: flow.QueueLimits) -> None:
+        """UpdateQueue committed new limits for the queue (core/queues.py)."""
+        if limits.is_limited:
+            self.flow_limits[queue] = limits
+        else:
+            self.flow_limits.pop(queue, None)
+
+    def is_limited(self, queue: str) -> bool:
+        """Whether the queue has a rate or concurrency limit (as far as this broker knows)."""
+        return queue in self.flow_limits
+
+    def holds_slots(self, queue: str) -> bool:
+        """Whether a LEASED task of the queue leaving that state may let a Lease go on."""
+        limits = self.flow_limits.get(queue)
+        return limits is not None and bool(limits.concurrency or limits.key_concurrency)
+
+    def note_ready(self, task: Task) -> None:
+        """A task became READY outside enqueue: a keyed one puts its queue on the keyed path."""
+        if task.concurrency_key and task.state is TaskState.READY:
+            self.keyed_queues.add(task.queue)
 
     # -- producers -----------------------------------------------------------
 
@@ -163,10 +214,13 @@ class Broker:
         if existing is not None:
             return EnqueueOutcome(existing, duplicate=True)
         task = self._new_task(txn, spec, now)
+        if task.concurrency_key:
+            self.keyed_queues.add(task.queue)
         if (
             lease_to is not None
             and task.state is TaskState.READY
             and (task.deadline is None or task.deadline > now)
+            and task.queue not in self.flow_limits  # limits are checked by lease()
             and not txn.is_paused(task.queue)
         ):
             start_lease(task, now, lease_to.lease_duration, lease_to.worker_id)
@@ -206,6 +260,7 @@ class Broker:
             lease_duration=spec.lease_duration or s.default_lease_duration,
             unique_key=spec.unique_key,
             unique_window=spec.unique_window or 0.0,
+            concurrency_key=spec.concurrency_key,
             result_retention=(
                 s.default_result_retention
                 if spec.result_retention is None
@@ -229,7 +284,9 @@ class Broker:
             if txn.due_task_ids("scheduled", now, 1):
                 return True
             return any(
-                txn.ready_task_ids(queue, 1) and not txn.is_paused(queue) for queue in queues
+                (txn.ready_task_ids(queue, 1) or txn.ready_keys(queue, "", 1))
+                and not txn.is_paused(queue)
+                for queue in queues
             )
 
         return self.store.read(look)
@@ -306,16 +363,34 @@ class Broker:
 
         budget = answer_budget(self.settings)
 
+        flow_limits, keyed_queues = self.flow_limits, self.keyed_queues
+
         def apply(txn: TaskTxn) -> LeaseBatch:
             batch = LeaseBatch()
             self._promote_scheduled(txn, now, batch.promoted)
             room = budget  # bytes the answer may still carry; the first task always goes
             for queue in ordered:
+                if len(batch.tasks) >= max_tasks:
+                    break
                 if txn.is_paused(queue):  # a paused queue hands out nothing (core/queues.py)
+                    continue
+                if queue in flow_limits or queue in keyed_queues:
+                    lease = _FlowLease(txn, now, lease_duration, worker_id, batch, room)
+                    is_full = self._lease_flow(lease, queue, max_tasks - len(batch.tasks))
+                    room = lease.room
+                    if is_full:
+                        return batch
                     continue
                 while len(batch.tasks) < max_tasks:
                     ids = txn.ready_task_ids(queue, max_tasks - len(batch.tasks))
                     if not ids:
+                        if txn.ready_keys(queue, "", 1):  # keyed tasks this broker missed
+                            keyed_queues.add(queue)  # (another broker's): the fair path
+                            lease = _FlowLease(txn, now, lease_duration, worker_id, batch, room)
+                            is_full = self._lease_flow(lease, queue, max_tasks - len(batch.tasks))
+                            room = lease.room
+                            if is_full:
+                                return batch
                         break
                     for task_id in ids:
                         task = _must_get(txn, task_id)
@@ -332,6 +407,58 @@ class Broker:
             return batch
 
         return self.store.write(apply)
+
+    def _lease_flow(self, lease: _FlowLease, queue: str, want: int) -> bool:
+        """Lease up to `want` tasks of a queue with limits or keyed tasks: within its
+        concurrency room and its bucket's tokens, fairly between keys (core/fair.py).
+        Returns whether the answer is full. Limits come from the store, not the cache."""
+        txn, now, batch = lease.txn, lease.now, lease.batch
+        stored = txn.get_queue_flow(queue)
+        limits = stored.limits if stored is not None else flow.QueueLimits()
+        if stored is not None and limits.is_limited:
+            self.flow_limits[queue] = limits  # what the store says wins over the cache
+        else:
+            self.flow_limits.pop(queue, None)
+        take, capped_by = want, ""
+        if limits.concurrency:
+            room = limits.concurrency - txn.leased_count(queue)
+            if room <= 0:
+                if _has_ready(txn, queue):
+                    batch.throttled.append((queue, "concurrency"))
+                return False
+            if room < take:
+                take, capped_by = room, "concurrency"
+        tokens = flow.whole_tokens(stored, now) if stored is not None else None
+        if tokens is not None and stored is not None:
+            if tokens < 1:
+                if _has_ready(txn, queue):
+                    batch.throttled.append((queue, "rate"))
+                    _note_refill(batch, flow.next_token_at(stored, now))
+                return False
+            if tokens < take:
+                take, capped_by = tokens, "rate"
+        chosen = fair.pick(txn, queue, take, limits.key_concurrency, self._key_cursors.get(queue))
+        if chosen.cursor is not None:
+            self._key_cursors[queue] = chosen.cursor
+        if chosen.is_key_throttled:
+            batch.throttled.append((queue, "key_concurrency"))
+        if stored is None and not txn.ready_keys(queue, "", 1):
+            self.keyed_queues.discard(queue)  # no keyed task left: back to the plain path
+        before = len(batch.tasks)
+        is_full = False
+        for task_id in chosen.task_ids:
+            if not lease.take(_must_get(txn, task_id)):
+                is_full = True
+                break
+        leased = len(batch.tasks) - before  # tasks past their deadline take no token
+        if stored is not None and limits.rate and leased:
+            stored = flow.take(stored, now, leased)
+            txn.put_queue_flow(queue, stored)
+        if capped_by and leased >= take and _has_ready(txn, queue):
+            batch.throttled.append((queue, capped_by))
+            if capped_by == "rate" and stored is not None:
+                _note_refill(batch, flow.next_token_at(stored, now))
+        return is_full
 
     def extend(self, extensions: Sequence[Extension]) -> Future[list[ItemOutcome]]:
         """Heartbeat: push each lease's expiry to now + its duration."""
@@ -386,6 +513,7 @@ class Broker:
                 if delay is None:
                     delay = backoff_delay(task.retry_policy, task.attempt, self._rng)
                 requeue(task, now + delay, now)
+                self.note_ready(task)
 
         return self._per_lease(failures, now, fail_one)
 
@@ -399,6 +527,7 @@ class Broker:
                 finish(task, TaskState.CANCELLED, now)
             else:
                 requeue(task, task.run_at, now)
+                self.note_ready(task)
 
         return self._per_lease(leases, now, release_one)
 
@@ -474,6 +603,7 @@ class Broker:
             task.updated_at = now
             txn.put_task(task)
             out.ready_queues.add(task.queue)
+            self.note_ready(task)
 
     def _expire_lease(self, txn: TaskTxn, task: Task, now: float, out: TickOutcome) -> None:
         task.last_error = TaskError(
@@ -490,10 +620,53 @@ class Broker:
         else:
             requeue(task, task.run_at, now)
             out.ready_queues.add(task.queue)
+            self.note_ready(task)
         if task.state.is_final:
             out.finished.append(task)
         out.lease_expired.append(task)
         txn.put_task(task)
+
+
+class _FlowLease:
+    """One lease write's state, for the flow path: where it is and how to take a task."""
+
+    __slots__ = ("batch", "lease_duration", "now", "room", "txn", "worker_id")
+
+    def __init__(
+        self,
+        txn: TaskTxn,
+        now: float,
+        lease_duration: float | None,
+        worker_id: str,
+        batch: LeaseBatch,
+        room: int,
+    ) -> None:
+        self.txn, self.now, self.batch, self.room = txn, now, batch, room
+        self.lease_duration, self.worker_id = lease_duration, worker_id
+
+    def take(self, task: Task) -> bool:
+        """Lease the task (or expire it, past its deadline); False: the answer is full."""
+        now = self.now
+        if task.deadline is not None and task.deadline <= now:
+            finish(task, TaskState.EXPIRED, now)
+            self.batch.expired.append(task)
+        else:
+            self.room -= leased_task_bytes(task)
+            if self.room < 0 and self.batch.tasks:
+                return False  # the rest stay READY
+            start_lease(task, now, self.lease_duration, self.worker_id)
+            self.batch.tasks.append(task)
+        self.txn.put_task(task)
+        return True
+
+
+def _has_ready(txn: TaskTxn, queue: str) -> bool:
+    return bool(txn.ready_task_ids(queue, 1) or txn.ready_keys(queue, "", 1))
+
+
+def _note_refill(batch: LeaseBatch, when: float | None) -> None:
+    if when is not None and (batch.refill_at is None or when < batch.refill_at):
+        batch.refill_at = when
 
 
 def _must_get(txn: TaskTxn, task_id: str) -> Task:

@@ -85,6 +85,8 @@ class TaskSpec:
     unique_key: str = ""
     unique_window: float | None = None
     result_retention: float | None = None
+    #: Fairness and per-key limit key within the queue ("": none); see core/flow.py.
+    concurrency_key: str = ""
 
 
 @dataclass(slots=True)
@@ -119,6 +121,8 @@ class Task:
     finished_at: float | None = None
     last_error: TaskError | None = None
     result: TaskResult | None = None
+    #: Last, with a default: records written before it decode with "" (store/record.py).
+    concurrency_key: str = ""
 
     @property
     def remove_at(self) -> float | None:

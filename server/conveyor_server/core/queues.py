@@ -1,4 +1,4 @@
-"""Queue administration: what pause, resume, purge, list, retry and delete mean.
+"""Queue administration: what pause, resume, update, purge, list, retry and delete mean.
 
 The operators' counterpart of core/broker.py, over the same store. Long
 operations are cut into batches: each call changes at most `batch` tasks in
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from conveyor_server.core import validation
+from conveyor_server.core import flow, validation
 from conveyor_server.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from conveyor_server.core.model import Task, TaskState
 from conveyor_server.core.transitions import holds_unique_key, retry
@@ -54,12 +54,30 @@ class TaskFilter:
 
 @dataclass(slots=True)
 class QueueInfo:
-    """One queue now: counts by state, pause, and when its oldest READY task became due."""
+    """One queue now: counts by state, pause, when its oldest READY task became due, and
+    its stored limits."""
 
     name: str
     counts: dict[TaskState, int] = field(default_factory=dict)
     is_paused: bool = False
     oldest_ready_at: float | None = None
+    limits: flow.QueueLimits = field(default_factory=flow.QueueLimits)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueUpdate:
+    """What UpdateQueue changes: `limits` fields by name (flow.LIMIT_FIELDS; the others
+    keep their stored value) and `paused` (None: unchanged)."""
+
+    limits: dict[str, float | int] = field(default_factory=dict)
+    paused: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateOutcome:
+    limits: flow.QueueLimits
+    was_paused: bool
+    is_paused: bool
 
 
 @dataclass(slots=True)
@@ -85,6 +103,7 @@ class QueueAdmin:
     """Operators' verbs over the broker's store and clock. Call it from one thread."""
 
     def __init__(self, broker: Broker) -> None:
+        self.broker = broker
         self.store = broker.store
         self.clock = broker.clock
         self.settings = broker.settings
@@ -92,7 +111,7 @@ class QueueAdmin:
     # -- queues ----------------------------------------------------------------
 
     def queues(self) -> list[QueueInfo]:
-        """Every queue that holds tasks or is paused, in name order."""
+        """Every queue that holds tasks, is paused or has limits, in name order."""
 
         def look(txn: TaskTxn) -> list[QueueInfo]:
             found = {
@@ -101,6 +120,8 @@ class QueueAdmin:
             }
             for name in txn.paused_queues():
                 found.setdefault(name, QueueInfo(name)).is_paused = True
+            for name, stored in txn.queue_flows().items():
+                found.setdefault(name, QueueInfo(name)).limits = stored.limits
             return [found[name] for name in sorted(found)]
 
         return self.store.read(look)
@@ -138,6 +159,38 @@ class QueueAdmin:
 
         return self.store.write(apply)
 
+    def update(self, name: str, change: QueueUpdate) -> Future[UpdateOutcome]:
+        """Change the queue's stored limits and pause state in one write (the caller tells
+        the broker's cache: Broker.note_limits).
+
+        Raises:
+            InvalidArgument: a malformed name, an unknown limit, a bad value (named).
+        """
+        validation.check_name(name, "name", self.settings)
+        for key in change.limits:
+            if key not in flow.LIMIT_FIELDS:
+                raise InvalidArgument(f"limits.{key}: not a queue limit")
+        # each given value checked alone first, so the message names it
+        flow.check_limits(_with_values(flow.QueueLimits(), change.limits))
+        now = self.clock.now()
+
+        def apply(txn: TaskTxn) -> UpdateOutcome:
+            stored = txn.get_queue_flow(name)
+            limits = stored.limits if stored is not None else flow.QueueLimits()
+            if change.limits:
+                limits = _with_values(limits, change.limits)
+                if limits.is_limited:
+                    txn.put_queue_flow(name, flow.with_limits(stored, limits, now))
+                elif stored is not None:
+                    txn.put_queue_flow(name, None)  # no limit left: the plain lease path
+            was_paused = txn.is_paused(name)
+            if change.paused is not None and change.paused != was_paused:
+                txn.set_paused(name, change.paused)
+            is_paused = was_paused if change.paused is None else change.paused
+            return UpdateOutcome(limits, was_paused, is_paused)
+
+        return self.store.write(apply)
+
     # -- purge -----------------------------------------------------------------
 
     def check_purge(self, name: str, states: Collection[TaskState], limit: int) -> None:
@@ -169,10 +222,7 @@ class QueueAdmin:
         def apply(txn: TaskTxn) -> Batch:
             count = 0
             if TaskState.READY in wanted and not after:
-                ids = txn.ready_task_ids(name, limit)
-                for task_id in ids:
-                    _remove(txn, _must_get(txn, task_id))
-                count = len(ids)
+                count = _purge_ready(txn, name, limit)
                 if count >= limit:
                     return Batch(count, is_done=False)
             if not rest.states:
@@ -245,6 +295,7 @@ class QueueAdmin:
 
         def apply(txn: TaskTxn) -> list[Task]:
             retried = []
+            broker = self.broker
             for task_id in ids:
                 task = txn.get_task(task_id)
                 if task is None:
@@ -255,6 +306,7 @@ class QueueAdmin:
                         "EXPIRED tasks can be retried"
                     )
                 _retry(txn, task, now)
+                broker.note_ready(task)
                 retried.append(task)
             return retried
 
@@ -285,6 +337,7 @@ class QueueAdmin:
 
         def retry_one(txn: TaskTxn, task: Task) -> None:
             _retry(txn, task, now)
+            self.broker.note_ready(task)
 
         return self.store.write(
             lambda txn: _scan_apply(txn, where, after, limit, retry_one, keep=True),
@@ -384,3 +437,20 @@ def _retry(txn: TaskTxn, task: Task, now: float) -> None:
         holder = txn.get_task(holder_id) if holder_id and holder_id != task.id else None
         if holder is None or not holds_unique_key(holder, now):
             txn.put_unique(task.queue, task.unique_key, task.id)
+
+
+def _with_values(limits: flow.QueueLimits, values: dict[str, float | int]) -> flow.QueueLimits:
+    """`limits` with the given fields replaced (the caller checked their names)."""
+    return replace(limits, **values)  # type: ignore[arg-type]
+
+
+def _purge_ready(txn: TaskTxn, name: str, limit: int) -> int:
+    """Delete up to `limit` READY tasks: those without a key, then each key's in turn."""
+    count = 0
+    for key in ("", *txn.ready_keys(name, "", limit)):
+        if count >= limit:
+            break
+        for task_id in txn.ready_task_ids(name, limit - count, key):
+            _remove(txn, _must_get(txn, task_id))
+            count += 1
+    return count

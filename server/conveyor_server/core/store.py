@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Protocol, TypeVar
 
+from conveyor_server.core.flow import QueueFlow
 from conveyor_server.core.model import QueueDepth, Task
 from conveyor_server.core.schedules.model import Schedule
 
@@ -45,8 +46,29 @@ class TaskTxn(Protocol):
 
     def delete_task(self, task: Task) -> None: ...
 
-    def ready_task_ids(self, queue: str, limit: int) -> list[str]:
-        """READY tasks of a queue in lease order: priority, run time, sequence."""
+    def ready_task_ids(self, queue: str, limit: int, concurrency_key: str = "") -> list[str]:
+        """READY tasks of a queue with exactly this concurrency key ("": tasks without
+        one), in lease order: priority, run time, sequence. All of a queue's READY tasks
+        are those of "" plus those of every key in `ready_keys`."""
+        ...
+
+    def ready_keys(self, queue: str, after: str, limit: int) -> list[str]:
+        """Distinct non-empty keys with READY tasks in the queue, greater than `after`, in
+        key order (byte order of their UTF-8). One index seek per key, not a scan of tasks."""
+        ...
+
+    def ready_heads(self, queue: str, after: str, limit: int) -> list[tuple[str, str]]:
+        """As ready_keys, each key with the id of its first READY task in lease order
+        (a write takes it as ready_task_ids would: a SQL store locks it, SKIP LOCKED)."""
+        ...
+
+    def leased_count(self, queue: str, concurrency_key: str | None = None) -> int:
+        """LEASED tasks of the queue (None), or of one key of it; cheap (kept counts or a
+        small index), and including this write's own changes."""
+        ...
+
+    def keyed_queues(self) -> list[str]:
+        """Queues that hold READY or LEASED tasks with a concurrency key, in name order."""
         ...
 
     def due_task_ids(self, index: str, now: float, limit: int) -> list[str]:
@@ -111,6 +133,19 @@ class TaskTxn(Protocol):
         """Every paused queue, in name order."""
         ...
 
+    def get_queue_flow(self, queue: str) -> QueueFlow | None:
+        """The queue's stored limits and token bucket (None: no limits). In a write, a
+        shared store locks it until commit, so brokers take a queue's slots in turn."""
+        ...
+
+    def put_queue_flow(self, queue: str, flow: QueueFlow | None) -> None:
+        """Store the queue's flow; None removes it."""
+        ...
+
+    def queue_flows(self) -> dict[str, QueueFlow]:
+        """Every stored flow by queue name."""
+        ...
+
     def scan_tasks(self, after: str, limit: int, *, newest_first: bool = False) -> list[Task]:
         """Up to `limit` tasks in id order, starting past the id `after` ("" from the start),
         descending with `newest_first`. Their payloads are left empty (not read)."""
@@ -133,6 +168,11 @@ class ChangeListener(Protocol):
 
     def tasks_finished(self, task_ids: Sequence[str]) -> None:
         """These tasks reached a final state (a parked GetResult may answer)."""
+        ...
+
+    def slots_freed(self, queues: Sequence[str]) -> None:
+        """LEASED tasks of these queues were acked, failed, released or expired: a Lease
+        held back by a concurrency limit may take one now."""
         ...
 
 

@@ -130,6 +130,18 @@ def check_spec(spec: TaskSpec, settings: BrokerSettings, now: float, prefix: str
         check_text(spec.unique_key, "unique_key", settings.max_name_length * 2, prefix)
     check_duration(spec.unique_window, "unique_window", prefix=prefix)
     check_duration(spec.result_retention, "result_retention", prefix=prefix)
+    if spec.concurrency_key:
+        check_concurrency_key(spec.concurrency_key, settings, prefix)
+
+
+def check_concurrency_key(value: str, settings: BrokerSettings, prefix: str = "") -> None:
+    """At most max_name_length characters, no NUL (the KV index ends a key with one)."""
+    if len(value) > settings.max_name_length:
+        raise InvalidArgument(
+            f"{prefix}concurrency_key: longer than {settings.max_name_length} characters"
+        )
+    if "\x00" in value:
+        raise InvalidArgument(f"{prefix}concurrency_key: must not contain NUL characters")
 
 
 def check_lease_duration(value: float | None, field: str, settings: BrokerSettings) -> None:

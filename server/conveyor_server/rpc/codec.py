@@ -160,6 +160,8 @@ def fill_enqueued_task(pb: task_pb2.Task, task: Task) -> None:
         _fill_worker_view(pb, task, has_content=False)  # the rare shapes: field by field
         set_time(pb.updated_at, task.updated_at)
         pb.unique_key = task.unique_key
+        if task.concurrency_key:
+            pb.concurrency_key = task.concurrency_key
         return
     key = (
         task.queue,
@@ -176,6 +178,8 @@ def fill_enqueued_task(pb: task_pb2.Task, task: Task) -> None:
     _ENQUEUED_SHARED.merge_into(pb, key, task)
     pb.id = task.id
     pb.sequence = task.sequence
+    if task.concurrency_key:
+        pb.concurrency_key = task.concurrency_key
 
 
 def fill_leased_task(pb: task_pb2.Task, task: Task) -> None:
@@ -229,6 +233,8 @@ def _fill_scalars(pb: task_pb2.Task, task: Task, has_content: bool = True) -> No
     pb.sequence = task.sequence
     pb.worker_id = task.worker_id
     pb.cancel_requested = task.cancel_requested
+    if task.concurrency_key:
+        pb.concurrency_key = task.concurrency_key
 
 
 def _fill_last_error(pb: task_pb2.Task, task: Task) -> None:

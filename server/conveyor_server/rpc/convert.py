@@ -62,6 +62,7 @@ def spec_from_pb(pb: task_pb2.TaskSpec) -> TaskSpec:
         unique_key=pb.unique_key,
         unique_window=optional_duration(pb, "unique_window"),
         result_retention=optional_duration(pb, "result_retention"),
+        concurrency_key=pb.concurrency_key,
     )
 
 

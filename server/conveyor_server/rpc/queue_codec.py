@@ -8,8 +8,10 @@ from collections.abc import Iterable
 
 from conveyor.v1 import queue_service_pb2 as pb2
 from conveyor_server.core.errors import InvalidArgument
+from conveyor_server.core.flow import LIMIT_FIELDS
 from conveyor_server.core.model import TaskState
-from conveyor_server.core.queues import TaskFilter
+from conveyor_server.core.queues import QueueUpdate, TaskFilter
+from conveyor_server.core.validation import quote
 from conveyor_server.rpc.codec import get_time, set_duration, set_time
 from conveyor_server.service.queue_ops import QueueView, WorkerView
 
@@ -76,6 +78,40 @@ def fill_queue(out: pb2.Queue, view: QueueView) -> None:
     if info.oldest_ready_at is not None:
         set_time(out.oldest_ready_at, info.oldest_ready_at)
         set_duration(out.oldest_ready_age, max(view.now - info.oldest_ready_at, 0.0))
+    limits = info.limits
+    if limits.is_limited or limits.burst:
+        out.limits.rate = limits.rate
+        out.limits.burst = limits.burst
+        out.limits.concurrency = limits.concurrency
+        out.limits.key_concurrency = limits.key_concurrency
+
+
+def update_from_pb(request: pb2.UpdateQueueRequest) -> QueueUpdate:
+    """The change an UpdateQueue asks for. Empty mask: `limits` whole if present, `paused`
+    if present; else exactly the named paths (an unknown one is INVALID_ARGUMENT)."""
+    paths = list(request.update_mask.paths)
+    values = {name: getattr(request.limits, name) for name in LIMIT_FIELDS}
+    if not paths:
+        limits = values if request.HasField("limits") else {}
+        paused = request.paused if request.HasField("paused") else None
+        return QueueUpdate(limits, paused)
+    limits = {}
+    paused = None
+    for index, path in enumerate(paths):
+        if path == "limits":
+            limits.update(values)
+        elif path.startswith("limits.") and path[len("limits.") :] in LIMIT_FIELDS:
+            name = path[len("limits.") :]
+            limits[name] = values[name]
+        elif path == "paused":
+            paused = request.paused
+        else:
+            raise InvalidArgument(
+                f"update_mask.paths[{index}]: {quote(path)} is not one of limits, "
+                + ", ".join(f"limits.{name}" for name in LIMIT_FIELDS)
+                + ", paused"
+            )
+    return QueueUpdate(limits, paused)
 
 
 def fill_worker(out: pb2.Worker, view: WorkerView) -> None:

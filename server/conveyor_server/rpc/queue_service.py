@@ -47,6 +47,14 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         queue_codec.fill_queue(response.queue, await self._ops.resume(request.name))
         return response
 
+    async def UpdateQueue(
+        self, request: pb2.UpdateQueueRequest, context: _Ctx
+    ) -> pb2.UpdateQueueResponse:
+        change = queue_codec.update_from_pb(request)
+        response = pb2.UpdateQueueResponse()
+        queue_codec.fill_queue(response.queue, await self._ops.update(request.name, change))
+        return response
+
     async def PurgeQueue(
         self, request: pb2.PurgeQueueRequest, context: _Ctx
     ) -> pb2.PurgeQueueResponse:

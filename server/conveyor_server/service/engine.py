@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -33,11 +33,18 @@ from conveyor_server.core.model import (
 )
 from conveyor_server.service.metrics.tasks import TaskMetrics
 from conveyor_server.service.settle import settle
-from conveyor_server.service.timer import TaskTimer
+from conveyor_server.service.timer import SHARED_STORE_POLL, TaskTimer
 from conveyor_server.service.waiters import LeaseWait, Waiters
 from conveyor_server.service.workers import WorkerRegistry
 
 log = logging.getLogger("conveyor.tasks")
+
+
+def slot_channel(queue: str) -> str:
+    """The waiters' name for "a slot of this queue freed": a Lease held back by the
+    queue's concurrency or rate limit parks on it, so new READY tasks (which it could not
+    take) do not wake it, while an ack does. No queue name holds a NUL."""
+    return "\x00" + queue
 
 
 def _due_time(task: Task) -> float | None:
@@ -68,6 +75,11 @@ class Engine:
         self.workers = WorkerRegistry(broker.clock)  # for ListWorkers (service/queue_ops.py)
         self.is_stopping = False
         self._background: set[asyncio.Future[Any]] = set()
+        #: Told (queue, reason) for each limit that held back a lease (metrics hook).
+        self.on_throttled: Callable[[Sequence[tuple[str, str]]], None] | None = None
+        #: Per limited queue, how many times its slots were freed (or its limits changed):
+        #: a held-back Lease that sees it move between its look and its parking looks again.
+        self._slot_turns: dict[str, int] = {}
 
     async def start(self) -> None:
         self.broker.store.watch(self)
@@ -88,6 +100,8 @@ class Engine:
         the way from producer to worker: the task's latency is one commit.
         """
         is_due_now = spec.run_at is None and not spec.delay
+        if is_due_now and self.broker.is_limited(spec.queue):
+            is_due_now = False  # no hand-over past a limit: the woken Lease leases itself
         claim = self.waiters.claim_lease(spec.queue) if is_due_now else None
         if claim is None:
             return await settle(
@@ -203,20 +217,30 @@ class Engine:
                 raise ShuttingDown("the broker is shutting down")
             # A read first: an empty queue costs no write transaction.
             is_empty_now = not self.broker.has_leasable(queues)
+            throttled: LeaseBatch | None = None
+            turns = self._turns(queues)
             if not is_empty_now:
-                tasks = await self._lease_once(queues, max_tasks, lease_duration, worker_id, order)
-                if tasks:
-                    return tasks
+                batch = await self._lease_once(queues, max_tasks, lease_duration, worker_id, order)
+                if batch.tasks:
+                    return batch.tasks
+                if batch.throttled:
+                    throttled = batch
             remaining = give_up_at - loop.time()
             if remaining <= 0:
                 return []
             # A waiter registered with no await since the last look is woken by anything
             # committed after that look; after the lease's await, look once more.
-            ready = self.waiters.for_queues(queues, grant)
+            names, watched, wake_in = _parking(queues, throttled, self.broker)
+            ready = self.waiters.for_queues(names, grant)
             try:
-                if not is_empty_now and self.broker.has_leasable(queues):
-                    continue
-                answer = await self._park(ready, remaining)
+                if throttled is None:
+                    if not is_empty_now and self.broker.has_leasable(queues):
+                        continue
+                elif self._turns(queues) != turns or (
+                    watched and self.broker.has_leasable(watched)
+                ):
+                    continue  # a slot freed, or another queue got a task, meanwhile
+                answer = await self._park(ready, remaining, wake_in)
                 if answer is not None:
                     return answer
             finally:
@@ -229,7 +253,7 @@ class Engine:
         lease_duration: float | None,
         worker_id: str,
         order: QueueOrder,
-    ) -> list[Task]:
+    ) -> LeaseBatch:
         leasing = settle(
             self.broker.lease(
                 queues, max_tasks, lease_duration=lease_duration, worker_id=worker_id, order=order
@@ -243,9 +267,11 @@ class Engine:
             # those tasks back at once instead of letting their leases run out.
             leasing.add_done_callback(self._release_orphans)
             raise
-        return batch.tasks
+        return batch
 
-    async def _park(self, ready: LeaseWait, timeout: float) -> list[Task] | None:
+    async def _park(
+        self, ready: LeaseWait, timeout: float, wake_in: float | None = None
+    ) -> list[Task] | None:
         """Wait for a wake-up (None: look again) or the answer: the tasks an Enqueue
         handed over, or [] when the wait ran out or shutdown released it.
 
@@ -254,7 +280,10 @@ class Engine:
         cancelled with the caller) gives its task back (Engine._hand_over).
         """
         self.waiters.allow_claim(ready)
-        timer = asyncio.get_running_loop().call_later(timeout, _complete, ready, _TIMED_OUT)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout, _complete, ready, _TIMED_OUT)
+        # a throttled Lease also looks again when its bucket has a token (wake_in)
+        refill = None if wake_in is None else loop.call_later(wake_in, _complete, ready, None)
         try:
             handed = await ready
         except asyncio.CancelledError:
@@ -263,6 +292,8 @@ class Engine:
             raise
         finally:
             timer.cancel()
+            if refill is not None:
+                refill.cancel()
         if handed is _TIMED_OUT or (handed is None and self.is_stopping):
             return []
         return handed
@@ -309,6 +340,27 @@ class Engine:
     def tasks_finished(self, task_ids: Sequence[str]) -> None:
         self.waiters.notify_finished_ids(task_ids)
 
+    def slots_freed(self, queues: Sequence[str]) -> None:
+        """Another broker's LEASED tasks of these queues left that state."""
+        self._wake_slots(queues)
+
+    def _wake_slots(self, queues: Iterable[str]) -> None:
+        broker, turns = self.broker, self._slot_turns
+        freed = [q for q in queues if broker.holds_slots(q)]
+        for queue in freed:
+            turns[queue] = turns.get(queue, 0) + 1
+        self.waiters.notify_queues([slot_channel(q) for q in freed])
+
+    def _turns(self, queues: Sequence[str]) -> int:
+        """A number that changes when a slot of any of these queues frees."""
+        turns = self._slot_turns
+        return sum(turns.get(q, 0) for q in queues) if turns else 0
+
+    def wake_queue(self, queue: str) -> None:
+        """The queue's limits or pause changed: every Lease parked on it looks again."""
+        self._slot_turns[queue] = self._slot_turns.get(queue, 0) + 1
+        self.waiters.notify_queues([queue, slot_channel(queue)])
+
     def notify_written(self, tasks: Sequence[Task]) -> None:
         """Tasks the scheduler created (cron fires, triggers): wake waiters, poke the timer."""
         self._after_write(tasks)
@@ -323,11 +375,15 @@ class Engine:
         """After Ack, Fail or Release: wake waiters, count and log `what` ("acked", ...)."""
         tasks = [o.task for o in outcomes if o.task is not None]
         self._after_write(tasks)
+        if self.broker.flow_limits:  # each of them left LEASED: a slot of its queue is free
+            self._wake_slots({t.queue for t in tasks})
         if self.metrics is not None:
             getattr(self.metrics, what)(tasks)
         _log_outcomes(what, tasks)
 
     def _after_lease(self, batch: LeaseBatch) -> None:
+        if batch.throttled and self.on_throttled is not None:
+            self.on_throttled(batch.throttled)
         if batch.tasks:
             self.timer.poke(min(t.lease_expires_at or 0.0 for t in batch.tasks))
             if self.metrics is not None:
@@ -372,11 +428,48 @@ class Engine:
             self.waiters.notify_finished(outcome.finished)
             for task in outcome.finished:
                 _log_final(task)
+        if outcome.lease_expired and self.broker.flow_limits:
+            self._wake_slots({t.queue for t in outcome.lease_expired})
 
 
 #: What a parked Lease's future holds when its wait ran out (no Enqueue hands over an
 #: empty list: a hand-over is one task, a wake-up None).
 _TIMED_OUT: list[Task] = []
+
+
+def _parking(
+    queues: Sequence[str], throttled: LeaseBatch | None, broker: Broker
+) -> tuple[list[str], list[str], float | None]:
+    """Where a Lease parks (waiter names), the queues it watches for new READY tasks, and
+    when it must look again by itself (None: only when woken).
+
+    A queue held back by its concurrency or rate limit is watched for a freed slot
+    instead of for new READY tasks (it could take none); one held back by key_concurrency
+    for both (a task of another key could go). A rate limit wakes it at the next token; a
+    store other brokers share also every SHARED_STORE_POLL (a bounded re-check besides
+    their notifications)."""
+    if throttled is None:
+        return list(queues), list(queues), None
+    held = {queue for queue, reason in throttled.throttled if reason != "key_concurrency"}
+    limited = {queue for queue, _ in throttled.throttled}
+    names, watched = [], []
+    for queue in queues:
+        if queue in held:
+            names.append(slot_channel(queue))
+            continue
+        names.append(queue)
+        if queue not in limited:
+            # looked at again at once if it got a task during the lease (one held back by
+            # key_concurrency would always look leasable: its slot channel wakes it instead)
+            watched.append(queue)
+        if broker.is_limited(queue):
+            names.append(slot_channel(queue))
+    wake_in = None
+    if throttled.refill_at is not None:
+        wake_in = max(throttled.refill_at - broker.clock.now(), 0.001)
+    if broker.store.is_shared:
+        wake_in = SHARED_STORE_POLL if wake_in is None else min(wake_in, SHARED_STORE_POLL)
+    return names, watched, wake_in
 
 
 def _complete(future: asyncio.Future[Any], value: object) -> None:

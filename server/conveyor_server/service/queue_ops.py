@@ -2,8 +2,8 @@
 
 Purges and filtered retries run as a loop of store writes of at most
 queues.BATCH tasks each, so the RPCs that arrive meanwhile are committed between
-them. A resume wakes the Lease calls and streams parked on the queue; retried
-tasks wake them as any READY task does (through the engine).
+them. A resume, or an UpdateQueue, wakes the Lease calls and streams parked on the queue;
+retried tasks wake them as any READY task does (through the engine).
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 from conveyor_server.core.errors import NotFound
 from conveyor_server.core.model import Task, TaskState
-from conveyor_server.core.queues import BATCH, QueueAdmin, QueueInfo, TaskFilter, TaskPage
+from conveyor_server.core.queues import (
+    BATCH,
+    QueueAdmin,
+    QueueInfo,
+    QueueUpdate,
+    TaskFilter,
+    TaskPage,
+)
 from conveyor_server.service.engine import Engine
 from conveyor_server.service.settle import settle
 from conveyor_server.service.workers import WorkerInfo
@@ -51,9 +58,10 @@ class QueueOps:
     def queue(self, name: str) -> QueueView:
         info = self.admin.queue(name)
         workers = self._workers_by_queue().get(name, 0)
-        if not info.counts and not info.is_paused and not workers:
+        if not info.counts and not info.is_paused and not info.limits.is_limited and not workers:
             raise NotFound(
-                f"queue {name!r} not found (no tasks, not paused, no worker leases from it)"
+                f"queue {name!r} not found "
+                "(no tasks, not paused, no limits, no worker leases from it)"
             )
         return QueueView(info, workers, self.engine.broker.clock.now())
 
@@ -64,7 +72,15 @@ class QueueOps:
     async def resume(self, name: str) -> QueueView:
         was_paused = await settle(self.admin.resume(name))
         if was_paused:
-            self.engine.waiters.notify_queues([name])
+            self.engine.wake_queue(name)
+        return self._view(name)
+
+    async def update(self, name: str, change: QueueUpdate) -> QueueView:
+        """UpdateQueue: store the change, tell the broker's cache, wake the parked Leases
+        (a limit raised or removed, or a resume, may let them take tasks)."""
+        outcome = await settle(self.admin.update(name, change))
+        self.engine.broker.note_limits(name, outcome.limits)
+        self.engine.wake_queue(name)
         return self._view(name)
 
     async def purge(self, name: str, states: Collection[TaskState], limit: int) -> int:

@@ -1,12 +1,14 @@
 """The one timer task: sleeps until the next due time, then applies Broker.tick().
 
 Due times are delayed tasks becoming READY, leases running out, deadlines and
-retention. Writes that may create an earlier due time call `poke(when)`.
+retention. Writes that may create an earlier due time call `poke(when)`. Over a shared
+store it also re-reads which queues have limits or keyed tasks (Broker.refresh_flows).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from conveyor_server.core.broker import Broker
@@ -26,6 +28,7 @@ class TaskTimer:
         self._broker = broker
         self._on_tick = on_tick
         self._target: float | None = None
+        self._flows_read_at = time.monotonic()  # the broker read them when it was made
         self._loop = BackgroundLoop("task-timer", self._step, log)
 
     def start(self) -> None:
@@ -41,6 +44,13 @@ class TaskTimer:
             self._loop.wake()
 
     async def _step(self) -> float | None:
+        if self._broker.store.is_shared and time.monotonic() - self._flows_read_at >= (
+            SHARED_STORE_POLL
+        ):
+            # Limits set and keyed tasks enqueued through other brokers (the lease write
+            # reads a queue's stored limits itself; this says which queues to look at).
+            self._flows_read_at = time.monotonic()
+            self._broker.refresh_flows()
         due = self._broker.next_due_time()
         now = self._broker.clock.now()
         if due is not None and due <= now:

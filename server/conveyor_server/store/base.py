@@ -21,12 +21,17 @@ DATABASES = (
     "unique",
     "schedules",
     "counts",
+    "keyed",
+    "keyleased",
 )
 
 #: 1: schedule records were conveyor.v1.Schedule protobuf messages.
 #: 2: schedule records are store/schedule_record.py tuples (upgrade: conveyor_server/upgrades.py).
 #: 3: tasks per (queue, state) kept in `counts` (upgrade: kv_txn.rebuild_queue_counts).
-SCHEMA_VERSION = 3
+#: 4: tasks may carry a concurrency_key: READY keyed tasks in `keyed`, LEASED ones indexed
+#:    per key in `keyleased`, queue flows in `meta` (upgrade: nothing to rewrite, no task
+#:    of schema 3 has a key; the version keeps an older broker from opening the store).
+SCHEMA_VERSION = 4
 
 
 class WriteInReadTransaction(RuntimeError):

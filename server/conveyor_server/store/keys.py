@@ -3,6 +3,10 @@
 tasks      id                                              -> Task record (store/record.py)
 payloads   id                                              -> payload bytes (written once)
 ready      queue 0x00 | 0x7fffffff-priority u32 | run_at_us u64 | sequence u64 -> id
+           (READY tasks without a concurrency_key only)
+keyed      queue 0x00 | key 0x00 | 0x7fffffff-priority u32 | run_at_us u64 | sequence u64 -> id
+           (READY tasks with a concurrency_key; a key holds no NUL: core/validation.py)
+keyleased  queue 0x00 | key 0x00 | id                      -> b""   (LEASED keyed tasks only)
 scheduled  run_at_us u64 | sequence u64                    -> id
 leases     lease_expires_at_us u64 | id                    -> b""
 deadlines  deadline_us u64 | id                            -> b""   (SCHEDULED/READY only)
@@ -11,6 +15,7 @@ unique     queue 0x00 | unique_key                         -> id
 counts     queue 0x00 | state u8                           -> u64 tasks (never 0: deleted)
 meta       b"schema_version" -> u64, b"sequence" -> u64,
            b"paused" 0x00 | queue -> b""                   (paused queues only)
+           b"flow" 0x00 | queue -> flow record (store/flow_record.py; queues with limits)
 schedules  b"n" | name                            -> Schedule record (store/schedule_record.py)
            b"t" | next_fire_time_us u64 | name             -> b""   (active schedules only)
 """
@@ -45,6 +50,16 @@ def queue_prefix(queue: str) -> bytes:
 
 def ready_key(task: Task) -> bytes:
     return queue_prefix(task.queue) + _READY.pack(
+        _PRIORITY_BIAS - task.priority, micros(task.run_at), task.sequence
+    )
+
+
+def keyed_prefix(queue: str, concurrency_key: str) -> bytes:
+    return queue.encode() + b"\x00" + concurrency_key.encode() + b"\x00"
+
+
+def keyed_ready_key(task: Task) -> bytes:
+    return keyed_prefix(task.queue, task.concurrency_key) + _READY.pack(
         _PRIORITY_BIAS - task.priority, micros(task.run_at), task.sequence
     )
 
@@ -84,11 +99,17 @@ def index_entries(task: Task) -> set[tuple[str, bytes, bytes]]:
     state = task.state
     entries: set[tuple[str, bytes, bytes]] = set()
     if state is TaskState.READY:
-        entries.add(("ready", ready_key(task), tid))
+        if task.concurrency_key:
+            entries.add(("keyed", keyed_ready_key(task), tid))
+        else:
+            entries.add(("ready", ready_key(task), tid))
     elif state is TaskState.SCHEDULED:
         entries.add(("scheduled", scheduled_key(task), tid))
-    elif state is TaskState.LEASED and task.lease_expires_at is not None:
-        entries.add(("leases", time_key(task.lease_expires_at, tid), b""))
+    elif state is TaskState.LEASED:
+        if task.lease_expires_at is not None:
+            entries.add(("leases", time_key(task.lease_expires_at, tid), b""))
+        if task.concurrency_key:
+            entries.add(("keyleased", keyed_prefix(task.queue, task.concurrency_key) + tid, b""))
     if task.deadline is not None and state in (TaskState.SCHEDULED, TaskState.READY):
         entries.add(("deadlines", time_key(task.deadline, tid), b""))
     remove_at = task.remove_at
@@ -114,6 +135,13 @@ PAUSED_PREFIX = b"paused\x00"
 
 def paused_key(queue: str) -> bytes:
     return PAUSED_PREFIX + queue.encode()
+
+
+FLOW_PREFIX = b"flow\x00"
+
+
+def flow_key(queue: str) -> bytes:
+    return FLOW_PREFIX + queue.encode()
 
 
 def pack_u64(value: int) -> bytes:

@@ -25,6 +25,10 @@ T = TypeVar("T")
 _Loaded = tuple[set[tuple[str, bytes, bytes]], tuple[str, TaskState] | None]
 #: Distinct priorities `queue_depths` seeks past to find a queue's oldest READY task.
 _OLDEST_READY_SEEKS = 32
+#: Keys of a queue `queue_depths` looks into for its oldest READY keyed task (past that,
+#: the oldest of those seen: a scrape stays O(queues), whatever the number of keys).
+_OLDEST_READY_KEYS = 32
+_OLDEST_KEY_SEEKS = 4
 
 
 class KvTaskTxn(KvQueueVerbs):
@@ -104,11 +108,68 @@ class KvTaskTxn(KvQueueVerbs):
         deltas = self._count_deltas
         deltas[counted] = deltas.get(counted, 0) - 1
 
-    def ready_task_ids(self, queue: str, limit: int) -> list[str]:
-        """READY tasks of a queue in lease order: priority, run time, sequence."""
+    def ready_task_ids(self, queue: str, limit: int, concurrency_key: str = "") -> list[str]:
+        """READY tasks of a queue with exactly this key ("": none) in lease order:
+        priority, run time, sequence."""
+        if concurrency_key:
+            prefix = keys.keyed_prefix(queue, concurrency_key)
+            db = "keyed"
+        else:
+            prefix = keys.queue_prefix(queue)
+            db = "ready"
+        end = prefix[:-1] + b"\x01"
+        return [v.decode() for _, v in self._kv.scan(db, prefix, end, limit)]
+
+    def ready_keys(self, queue: str, after: str, limit: int) -> list[str]:
+        """Distinct keys (never "") with READY tasks, past `after`, in key order: one seek
+        per key (a skip scan of the keyed index)."""
+        return [key for key, _ in self.ready_heads(queue, after, limit)]
+
+    def ready_heads(self, queue: str, after: str, limit: int) -> list[tuple[str, str]]:
+        """ready_keys with each key's first READY task: the entry its seek lands on."""
         prefix = keys.queue_prefix(queue)
         end = prefix[:-1] + b"\x01"
-        return [v.decode() for _, v in self._kv.scan("ready", prefix, end, limit)]
+        start = prefix + after.encode() + b"\x01" if after else prefix
+        found: list[tuple[str, str]] = []
+        while len(found) < limit:
+            items = self._kv.scan("keyed", start, end, 1)
+            if not items:
+                break
+            key, task_id = items[0]
+            rest = key[len(prefix) :]
+            name = rest[: rest.index(b"\x00")]
+            found.append((name.decode(), task_id.decode()))
+            start = prefix + name + b"\x01"  # past every entry of this key
+        return found
+
+    def leased_count(self, queue: str, concurrency_key: str | None = None) -> int:
+        """LEASED tasks of the queue (None) or of one key, changes of this write included."""
+        if concurrency_key is None:
+            at = (queue, TaskState.LEASED)
+            data = self._kv.get("counts", keys.count_key(queue, TaskState.LEASED))
+            pending = self._count_deltas.get(at, 0)
+            return (keys.unpack_u64(data) if data is not None else 0) + pending
+        if not concurrency_key:  # tasks without a key: the queue's LEASED less the keyed
+            start = keys.queue_prefix(queue)
+            keyed = self._kv.scan("keyleased", start, start[:-1] + b"\x01", 1 << 62)
+            return self.leased_count(queue) - len(keyed)
+        # the key's entries in the keyleased index: about as many as its key_concurrency
+        prefix = keys.keyed_prefix(queue, concurrency_key)
+        return len(self._kv.scan("keyleased", prefix, prefix[:-1] + b"\x01", 1 << 62))
+
+    def keyed_queues(self) -> list[str]:
+        """Queues holding READY or LEASED tasks with a key, in name order (a skip scan)."""
+        names: set[str] = set()
+        for db in ("keyed", "keyleased"):
+            start = b""
+            while True:
+                items = self._kv.scan(db, start, None, 1)
+                if not items:
+                    break
+                queue = items[0][0].split(b"\x00", 1)[0]
+                names.add(queue.decode())
+                start = queue + b"\x01"
+        return sorted(names)
 
     def due_task_ids(self, index: str, now: float, limit: int) -> list[str]:
         """Tasks whose time in `index` (scheduled, leases, deadlines, retention) is <= now."""
@@ -221,13 +282,23 @@ class KvTaskTxn(KvQueueVerbs):
 
         The ready index orders by priority first, so the earliest run time of each
         priority is the first key of that priority's range: one seek per distinct
-        priority, at most _OLDEST_READY_SEEKS of them (past that, the oldest of those seen).
+        priority, at most _OLDEST_READY_SEEKS of them (past that, the oldest of those seen);
+        keyed tasks likewise, in the first _OLDEST_READY_KEYS keys.
         """
-        prefix = keys.queue_prefix(queue)
+        oldest = self._oldest_in(keys.queue_prefix(queue), "ready", _OLDEST_READY_SEEKS)
+        for concurrency_key in self.ready_keys(queue, "", _OLDEST_READY_KEYS):
+            prefix = keys.keyed_prefix(queue, concurrency_key)
+            found = self._oldest_in(prefix, "keyed", _OLDEST_KEY_SEEKS)
+            if found is not None and (oldest is None or found < oldest):
+                oldest = found
+        return oldest
+
+    def _oldest_in(self, prefix: bytes, db: str, max_seeks: int) -> float | None:
+        """The earliest run time in one ready range: one seek per distinct priority."""
         start, end = prefix, prefix[:-1] + b"\x01"
         oldest: float | None = None
-        for _ in range(_OLDEST_READY_SEEKS):
-            items = self._kv.scan("ready", start, end, 1)
+        for _ in range(max_seeks):
+            items = self._kv.scan(db, start, end, 1)
             if not items:
                 break
             run_at = keys.ready_key_run_at(items[0][0], len(prefix))

@@ -9,11 +9,18 @@ can answer it:
   (SCHEDULED/READY only), retention remove_at (final tasks only).
 Depth counts sit in `counts`, sharded by a per-store slot and summed on read: no COUNT(*)
 and no single hot row shared by every broker.
+
+Version 2 (flow control, docs/flow-control.md): a `concurrency_key` column (COLLATE "C":
+keys sort by bytes, as in the KV stores); the ready index becomes (queue, concurrency_key,
+priority DESC, run_at_us, sequence), so one key's READY tasks are a range and the distinct
+keys a loose index scan; LEASED keyed tasks get a small partial index for the per-key
+count; `conveyor_queue_flows` holds each limited queue's limits and token bucket (read FOR
+UPDATE in the lease transaction, so brokers take a limited queue's slots in turn).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: (version, statements) applied in order inside one transaction by `migrate`.
 MIGRATIONS: list[tuple[int, list[str]]] = [
@@ -62,6 +69,27 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             # the hot table churns: vacuum it early (docs/scaling.md)
             "ALTER TABLE conveyor_tasks SET (autovacuum_vacuum_scale_factor = 0.02, "
             "autovacuum_analyze_scale_factor = 0.02)",
+        ],
+    ),
+    (
+        2,
+        [
+            # a constant default: no table rewrite (PostgreSQL 11+)
+            'ALTER TABLE conveyor_tasks ADD COLUMN concurrency_key text COLLATE "C" '
+            "NOT NULL DEFAULT ''",
+            "DROP INDEX conveyor_tasks_ready",
+            "CREATE INDEX conveyor_tasks_ready ON conveyor_tasks "
+            "(queue, concurrency_key, priority DESC, run_at_us, sequence) WHERE state = {READY}",
+            "CREATE INDEX conveyor_tasks_key_leased ON conveyor_tasks (queue, concurrency_key) "
+            "WHERE state = {LEASED} AND concurrency_key <> ''",
+            """CREATE TABLE conveyor_queue_flows (
+                queue text PRIMARY KEY,
+                rate double precision NOT NULL,
+                burst bigint NOT NULL,
+                concurrency bigint NOT NULL,
+                key_concurrency bigint NOT NULL,
+                tokens double precision NOT NULL,
+                tokens_at double precision NOT NULL)""",
         ],
     ),
 ]

@@ -16,7 +16,9 @@ them would add two round trips and no consistency).
 Wake-ups across brokers: each commit that made tasks READY or final sends ONE pg_notify
 (debounced per group: the queues and final ids, chunked under 8000 bytes, tagged with this
 store's id so it ignores its own); `watch` starts a LISTEN thread that hands them to the
-ChangeListener on the loop with call_soon_threadsafe.
+ChangeListener on the loop with call_soon_threadsafe. The queues of tasks that left LEASED
+ride along ("l"), so a Lease held back by a concurrency limit on another broker wakes when a
+slot frees here (docs/flow-control.md).
 
 PostgreSQL down: a write or read fails with StoreUnavailable (gRPC UNAVAILABLE); the next
 write reconnects (connect_timeout 3 s: never hangs).
@@ -54,8 +56,8 @@ _SLOTS = 64
 #: key, a cron tick) or locked rows in the other order: run once more, in a new savepoint,
 #: where it sees the other broker's committed change (a duplicate, not an error).
 _CONFLICTS = (psycopg.errors.UniqueViolation, psycopg.errors.TransactionRollback)
-#: A group's outcomes, the queues it made READY tasks in, and the ids it finished.
-_Applied = tuple[list[Outcome], set[str], list[str]]
+#: What a group did: outcomes, queues made READY, final task ids, queues whose leases ended.
+_Applied = tuple[list[Outcome], set[str], list[str], set[str]]
 
 
 def connect(url: str, *, autocommit: bool = False, timeout_ms: int | None = None) -> Any:
@@ -196,8 +198,8 @@ class PgStore:
                 conn.rollback()
                 self._sequence.give_back(group_taken)
                 applied = self._apply_each(conn, batch)
-            outcomes, ready, finished = applied
-            for payload in _notify_payloads(self.store_id, ready, finished):
+            outcomes, ready, finished, freed = applied
+            for payload in _notify_payloads(self.store_id, ready, finished, freed):
                 conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
             conn.commit()
         except psycopg.OperationalError as exc:
@@ -215,6 +217,7 @@ class PgStore:
         outcomes: list[Outcome] = []
         ready: set[str] = set()
         finished: list[str] = []
+        freed: set[str] = set()
         for fn, _, _ in batch:
             txn = PgTaskTxn(conn, slot=self._slot, sequence=self._sequence, writable=True)
             try:
@@ -227,20 +230,23 @@ class PgStore:
             outcomes.append((True, value))
             ready |= txn.ready_queues
             finished += txn.finished_ids
-        return outcomes, ready, finished
+            freed |= txn.freed_queues
+        return outcomes, ready, finished, freed
 
     def _apply_each(self, conn: Any, batch: list[Write]) -> _Applied:
         """Every write in its own savepoint: a failing one is rolled back alone."""
         outcomes: list[Outcome] = []
         ready: set[str] = set()
         finished: list[str] = []
+        freed: set[str] = set()
         for fn, _, _ in batch:
             outcome, txn = self._apply_one(conn, fn)
             outcomes.append(outcome)
             if txn is not None:
                 ready |= txn.ready_queues
                 finished += txn.finished_ids
-        return outcomes, ready, finished
+                freed |= txn.freed_queues
+        return outcomes, ready, finished, freed
 
     def _apply_one(self, conn: Any, fn: Callable[[Any], Any]) -> tuple[Outcome, PgTaskTxn | None]:
         """Run one write function in a SAVEPOINT (rolled back alone if it raises), once
@@ -307,14 +313,22 @@ class PgStore:
             loop.call_soon_threadsafe(listener.tasks_ready, data["q"])
         if data.get("f"):
             loop.call_soon_threadsafe(listener.tasks_finished, data["f"])
+        if data.get("l"):
+            loop.call_soon_threadsafe(listener.slots_freed, data["l"])
 
 
-def _notify_payloads(store_id: str, queues: set[str], finished: list[str]) -> list[str]:
-    """JSON payloads under _NOTIFY_BYTES: {"s": store id, "q": queues, "f": final ids}."""
-    if not queues and not finished:
+def _notify_payloads(
+    store_id: str, queues: set[str], finished: list[str], freed: set[str] | None = None
+) -> list[str]:
+    """JSON payloads under _NOTIFY_BYTES: {"s": store id, "q": queues, "f": final ids,
+    "l": queues whose LEASED tasks left that state (only when there are some)}. A slot
+    freed this way wakes another broker's Lease held back by a concurrency limit."""
+    if not queues and not finished and not freed:
         return []
     payloads: list[str] = []
     current: dict[str, Any] = {"s": store_id, "q": sorted(queues), "f": []}
+    if freed:
+        current["l"] = sorted(freed)
     size = len(json.dumps(current))
     for task_id in finished:
         if size + len(task_id) + 4 > _NOTIFY_BYTES:

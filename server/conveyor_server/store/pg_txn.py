@@ -9,10 +9,12 @@ same row; READ COMMITTED re-checks the WHERE clause on a row it waited for.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from typing import Any
 
 from conveyor_server.core.errors import LeaseLost
+from conveyor_server.core.flow import QueueFlow, QueueLimits
 from conveyor_server.core.model import QueueDepth, Task, TaskState
 from conveyor_server.core.schedules.model import Schedule
 from conveyor_server.core.store import TIME_INDEXES
@@ -49,8 +51,10 @@ _ROW_COLUMNS = (
     "remove_at_us, record, id"
 )
 _ROW_TYPES = ["text", "int2", "int4", "int8", "int8", "text", "int8", "int8", "int8", "bytea"]
-_COPY_INSERT = f"COPY conveyor_tasks ({_ROW_COLUMNS}, payload) FROM STDIN (FORMAT BINARY)"
-_INSERT_TYPES = [*_ROW_TYPES, "text", "bytea"]
+_COPY_INSERT = (
+    f"COPY conveyor_tasks ({_ROW_COLUMNS}, payload, concurrency_key) FROM STDIN (FORMAT BINARY)"
+)
+_INSERT_TYPES = [*_ROW_TYPES, "text", "bytea", "text"]
 #: Updates of several rows: COPY them into this session's temp table (created once per
 #: writer connection by prepare_writer), tagged with a batch number, then one fenced
 #: UPDATE ... FROM it. ON COMMIT DELETE ROWS empties it at each commit.
@@ -92,22 +96,40 @@ _UPDATE_ONE = (
     f"WHERE t.id = u.id AND {_FENCE} RETURNING t.id"
 )
 _BATCHES = itertools.count(1)
-#: The oldest READY run time of a queue without reading all its READY rows: the ready index
-#: is ordered by priority first, so skip from one priority to the next (a recursive CTE)
-#: and take each one's earliest run time: O(priorities x log n), not O(n).
-_READY_ROWS = f"FROM conveyor_tasks WHERE queue = %(queue)s AND state = {_R}"
+#: The oldest READY run time of a queue without reading all its READY rows. Tasks without
+#: a concurrency key sit under key '' of the ready index, ordered by priority next: skip
+#: from one priority to the next (a recursive CTE) and take each one's earliest run time,
+#: O(priorities x log n). Keyed tasks (flow control) are read by a min() over the queue's
+#: keyed READY rows: O(n) in those only, paid by queues that use keys.
+_READY_ROWS = (
+    f"FROM conveyor_tasks WHERE queue = %(queue)s AND concurrency_key = '' AND state = {_R}"
+)
 _OLDEST_READY = (
     f"WITH RECURSIVE p(priority) AS ((SELECT priority {_READY_ROWS} ORDER BY priority DESC "
     f"LIMIT 1) UNION ALL SELECT (SELECT priority {_READY_ROWS} AND priority < p.priority "
     "ORDER BY priority DESC LIMIT 1) FROM p WHERE p.priority IS NOT NULL) "
-    f"SELECT min((SELECT run_at_us {_READY_ROWS} AND priority = p.priority ORDER BY "
-    "priority DESC, run_at_us LIMIT 1)) FROM p WHERE p.priority IS NOT NULL"
+    f"SELECT least(min((SELECT run_at_us {_READY_ROWS} AND priority = p.priority ORDER BY "
+    "priority DESC, run_at_us LIMIT 1)), (SELECT min(run_at_us) FROM conveyor_tasks "
+    f"WHERE queue = %(queue)s AND concurrency_key <> '' AND state = {_R})) "
+    "FROM p WHERE p.priority IS NOT NULL"
 )
 _INSERT = (
     "INSERT INTO conveyor_tasks (queue, state, priority, run_at_us, sequence, lease_token, "
-    "lease_expires_us, deadline_us, remove_at_us, record, id, payload) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "lease_expires_us, deadline_us, remove_at_us, record, id, payload, concurrency_key) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+#: The distinct keys of a queue's READY tasks past a key: a loose index scan (one seek of
+#: the ready index per key), not a DISTINCT over every READY row.
+_READY_KEYS = (
+    "WITH RECURSIVE k(key) AS ("
+    f"(SELECT concurrency_key FROM conveyor_tasks WHERE queue = %(q)s AND state = {_R} "
+    "AND concurrency_key > %(after)s ORDER BY concurrency_key LIMIT 1) "
+    "UNION ALL SELECT (SELECT t.concurrency_key FROM conveyor_tasks t WHERE "
+    f"t.queue = %(q)s AND t.state = {_R} AND t.concurrency_key > k.key "
+    "ORDER BY t.concurrency_key LIMIT 1) FROM k WHERE k.key IS NOT NULL) "
+    "SELECT key FROM k WHERE key IS NOT NULL LIMIT %(limit)s"
+)
+_FLOW_COLUMNS = "rate, burst, concurrency, key_concurrency, tokens, tokens_at"
 _SEQUENCE_BLOCK = 1000  # conveyor_sequence INCREMENT BY: one nextval per 1000 tasks
 
 
@@ -153,6 +175,8 @@ class PgTaskTxn:
         self._count_deltas: dict[tuple[str, int], int] = {}
         self.ready_queues: set[str] = set()
         self.finished_ids: list[str] = []
+        #: queues of tasks that left LEASED here: other brokers' limited Leases may go on
+        self.freed_queues: set[str] = set()
         self._inserts: list[tuple[Any, ...]] = []
         self._updates: list[tuple[Any, ...]] = []
         self._deletes: list[str] = []  # ids: one DELETE ... WHERE id = ANY at flush
@@ -188,10 +212,10 @@ class PgTaskTxn:
         else:
             batch = next(_BATCHES)
             with self._conn.cursor() as cursor:
-                with cursor.copy(_COPY_UPDATE) as copy:
-                    copy.set_types(_UPDATE_TYPES)
+                with cursor.copy(_COPY_UPDATE) as rows_in:
+                    rows_in.set_types(_UPDATE_TYPES)
                     for row in latest.values():
-                        copy.write_row((batch, *row))
+                        rows_in.write_row((batch, *row))
                 done = cursor.execute(_UPDATE, (batch,)).fetchall()
         if len(done) != len(latest):
             lost = sorted(set(latest) - {r[0] for r in done})
@@ -204,10 +228,10 @@ class PgTaskTxn:
         if len(rows) == 1:
             self._conn.execute(_INSERT, rows[0])
         else:  # a duplicate id fails the COPY like the INSERT: UniqueViolation
-            with self._conn.cursor() as cursor, cursor.copy(_COPY_INSERT) as copy:
-                copy.set_types(_INSERT_TYPES)
+            with self._conn.cursor() as cursor, cursor.copy(_COPY_INSERT) as rows_in:
+                rows_in.set_types(_INSERT_TYPES)
                 for row in rows:
-                    copy.write_row(row)
+                    rows_in.write_row(row)
 
     def _check_writable(self) -> None:
         if not self._writable:
@@ -231,7 +255,9 @@ class PgTaskTxn:
             self._rows[task_id] = record.decode(bytes(data), bytes(payload))
 
     def get_task(self, task_id: str) -> Task | None:
-        task = self._rows.pop(task_id, None)
+        """A copy of the cached row: a batch naming one big task 1,000 times (duplicates)
+        reads its row once, not 1,000 times (it was 30 s for a 2 MiB row)."""
+        task = self._rows.get(task_id)
         if task is None:
             lock = " FOR UPDATE" if self._writable else ""
             row = self._exec(
@@ -239,8 +265,8 @@ class PgTaskTxn:
             ).fetchone()
             if row is None:
                 return None
-            task = record.decode(bytes(row[0]), bytes(row[1]))
-        return self._remember(task)
+            task = self._rows[task_id] = record.decode(bytes(row[0]), bytes(row[1]))
+        return self._remember(copy.copy(task))
 
     def put_task(self, task: Task, *, is_new: bool = False) -> None:
         self._check_writable()
@@ -268,7 +294,7 @@ class PgTaskTxn:
             if row is not None:
                 loaded = (row[0], TaskState(row[1]), row[2])
         if loaded is None:  # a plain INSERT: a duplicate id raises (a cron fire twice)
-            self._inserts.append((*values, task.id, task.payload))
+            self._inserts.append((*values, task.id, task.payload, task.concurrency_key))
             self._delta(counted, +1)
         else:
             queue, state, token = loaded
@@ -279,7 +305,10 @@ class PgTaskTxn:
             if (queue, int(state)) != counted:
                 self._delta((queue, int(state)), -1)
                 self._delta(counted, +1)
+                if state is TaskState.LEASED:
+                    self.freed_queues.add(queue)
         self._remember(task)
+        self._rows[task.id] = copy.copy(task)  # what a later get_task here must see
         if task.state is TaskState.READY:
             self.ready_queues.add(task.queue)
         elif task.state.is_final:
@@ -305,16 +334,68 @@ class PgTaskTxn:
     def _delta(self, key: tuple[str, int], n: int) -> None:
         self._count_deltas[key] = self._count_deltas.get(key, 0) + n
 
-    def ready_task_ids(self, queue: str, limit: int) -> list[str]:
-        """READY tasks in lease order, locked (SKIP LOCKED) and cached for get_task."""
+    def ready_task_ids(self, queue: str, limit: int, concurrency_key: str = "") -> list[str]:
+        """READY tasks of one key in lease order, locked (SKIP LOCKED) and cached for
+        get_task."""
         lock = " FOR UPDATE SKIP LOCKED" if self._writable else ""
         rows = self._exec(
-            f"SELECT {_COLUMNS} FROM conveyor_tasks WHERE queue = %s AND state = {_R} "
-            f"ORDER BY priority DESC, run_at_us, sequence LIMIT %s{lock}",
-            (queue, limit),
+            f"SELECT {_COLUMNS} FROM conveyor_tasks WHERE queue = %s AND concurrency_key = %s "
+            f"AND state = {_R} ORDER BY priority DESC, run_at_us, sequence LIMIT %s{lock}",
+            (queue, concurrency_key, limit),
         ).fetchall()
         for task_id, data, payload in rows:
             self._rows[task_id] = record.decode(bytes(data), bytes(payload))
+        return [row[0] for row in rows]
+
+    def ready_keys(self, queue: str, after: str, limit: int) -> list[str]:
+        rows = self._exec(_READY_KEYS, {"q": queue, "after": after, "limit": limit}).fetchall()
+        return [row[0] for row in rows]
+
+    def ready_heads(self, queue: str, after: str, limit: int) -> list[tuple[str, str]]:
+        """Each key's first task through ready_task_ids, so a write locks it SKIP LOCKED
+        (a key whose READY tasks another broker holds locked is left out)."""
+        heads = []
+        for key in self.ready_keys(queue, after, limit):
+            ids = self.ready_task_ids(queue, 1, key)
+            if ids:
+                heads.append((key, ids[0]))
+        return heads
+
+    def leased_count(self, queue: str, concurrency_key: str | None = None) -> int:
+        """The queue's: its count shards plus this write's changes; a key's: a count over
+        the small partial index of LEASED keyed tasks (this write's rows already sent)."""
+        if concurrency_key is None:
+            row = self._exec(
+                "SELECT coalesce(sum(n), 0) FROM conveyor_counts "
+                f"WHERE queue = %s AND state = {_L}",
+                (queue,),
+            ).fetchone()
+            return int(row[0]) + self._count_deltas.get((queue, _L), 0)
+        if not concurrency_key:
+            return int(
+                self._exec(
+                    f"SELECT count(*) FROM conveyor_tasks WHERE queue = %s AND state = {_L} "
+                    "AND concurrency_key = ''",
+                    (queue,),
+                ).fetchone()[0]
+            )
+        row = self._exec(
+            f"SELECT count(*) FROM conveyor_tasks WHERE queue = %s AND state = {_L} "
+            "AND concurrency_key = %s AND concurrency_key <> ''",
+            (queue, concurrency_key),
+        ).fetchone()
+        return int(row[0])
+
+    def keyed_queues(self) -> list[str]:
+        """Queues with READY or LEASED keyed tasks: one statement, two index seeks per
+        queue that holds READY or LEASED tasks at all."""
+        rows = self._exec(
+            "SELECT q.queue FROM (SELECT DISTINCT queue FROM conveyor_counts WHERE state IN "
+            f"({_R}, {_L})) q WHERE EXISTS (SELECT 1 FROM conveyor_tasks t WHERE "
+            f"t.queue = q.queue AND t.state = {_R} AND t.concurrency_key > '') OR EXISTS "
+            f"(SELECT 1 FROM conveyor_tasks t WHERE t.queue = q.queue AND t.state = {_L} "
+            "AND t.concurrency_key <> '') ORDER BY q.queue"
+        ).fetchall()
         return [row[0] for row in rows]
 
     def due_task_ids(self, index: str, now: float, limit: int) -> list[str]:
@@ -465,6 +546,43 @@ class PgTaskTxn:
     def paused_queues(self) -> list[str]:
         return [r[0] for r in self._exec("SELECT queue FROM conveyor_paused ORDER BY queue")]
 
+    def get_queue_flow(self, queue: str) -> QueueFlow | None:
+        """In a write, locked until commit: brokers leasing from the queue take turns."""
+        lock = " FOR UPDATE" if self._writable else ""
+        row = self._exec(
+            f"SELECT {_FLOW_COLUMNS} FROM conveyor_queue_flows WHERE queue = %s{lock}", (queue,)
+        ).fetchone()
+        return _flow(row) if row is not None else None
+
+    def put_queue_flow(self, queue: str, flow: QueueFlow | None) -> None:
+        self._check_writable()
+        if flow is None:
+            self._exec("DELETE FROM conveyor_queue_flows WHERE queue = %s", (queue,))
+            return
+        limits = flow.limits
+        self._exec(
+            f"INSERT INTO conveyor_queue_flows (queue, {_FLOW_COLUMNS}) VALUES "
+            "(%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (queue) DO UPDATE SET rate = EXCLUDED.rate, "
+            "burst = EXCLUDED.burst, concurrency = EXCLUDED.concurrency, "
+            "key_concurrency = EXCLUDED.key_concurrency, tokens = EXCLUDED.tokens, "
+            "tokens_at = EXCLUDED.tokens_at",
+            (
+                queue,
+                limits.rate,
+                limits.burst,
+                limits.concurrency,
+                limits.key_concurrency,
+                flow.tokens,
+                flow.tokens_at,
+            ),
+        )
+
+    def queue_flows(self) -> dict[str, QueueFlow]:
+        rows = self._exec(
+            f"SELECT queue, {_FLOW_COLUMNS} FROM conveyor_queue_flows ORDER BY queue"
+        ).fetchall()
+        return {row[0]: _flow(row[1:]) for row in rows}
+
     def scan_tasks(self, after: str, limit: int, *, newest_first: bool = False) -> list[Task]:
         if newest_first:
             where, order = ("id < %s" if after else "TRUE"), "DESC"
@@ -476,3 +594,9 @@ class PgTaskTxn:
             params,
         ).fetchall()
         return [record.index_state(bytes(row[0])) for row in rows]
+
+
+def _flow(row: Any) -> QueueFlow:
+    rate, burst, concurrency, key_concurrency, tokens, tokens_at = row
+    limits = QueueLimits(float(rate), int(burst), int(concurrency), int(key_concurrency))
+    return QueueFlow(limits, float(tokens), float(tokens_at))

@@ -19,14 +19,23 @@ _METRICS = re.compile(r"^conveyor serving on \S+:\d+, metrics on (\S+:\d+)")
 class BrokerProcess:
     """A broker subprocess with its own data dir. `start`, `stop` (SIGTERM), `kill` (SIGKILL).
 
+    With `database_url` it serves the PostgreSQL store there (`--database-url`) instead of
+    LMDB in the data dir; several processes may share one database.
+
     Unless `extra_args` name `--metrics-listen`, /metrics listens on a free loopback port
     (kept on restart, like the gRPC port): `metrics_address` once started.
     """
 
     def __init__(
-        self, data_dir: str | os.PathLike[str], extra_args: Sequence[str] = (), port: int = 0
+        self,
+        data_dir: str | os.PathLike[str],
+        extra_args: Sequence[str] = (),
+        port: int = 0,
+        *,
+        database_url: str = "",
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.database_url = database_url
         self.extra_args = list(extra_args)
         self.port = port
         self.process: subprocess.Popen[str] | None = None
@@ -52,6 +61,8 @@ class BrokerProcess:
             str(self.data_dir),
             *self.extra_args,
         ]
+        if self.database_url:
+            command += ["--database-url", self.database_url]
         if self._picks_metrics_port:
             command += ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
         self.process = subprocess.Popen(

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from conveyor_server.core.model import QueueDepth, TaskState
 from conveyor_server.service.metrics import Metrics
+from conveyor_server.service.metrics.flow import LimitsSource, limit_families, throttled_family
 from conveyor_server.service.metrics.histogram import OTHER, Histogram
 from conveyor_server.service.metrics.tasks import OUTCOMES, WORKER_WINDOW_SECONDS
 
@@ -54,6 +55,8 @@ class Sources:
     store_usage: Callable[[], Mapping[str, int]] | None = None
     version: str = ""
     now: Callable[[], float] = time.time
+    #: Each queue's stored limits (conveyor_queue_limit); None: not exported.
+    limits: LimitsSource | None = None
 
 
 class ConveyorCollector(Collector):
@@ -70,6 +73,7 @@ class ConveyorCollector(Collector):
         yield from self._rpcs()
         yield from self._store()
         yield from self._schedules()
+        yield from self._flow()
 
     def _build_info(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -222,6 +226,11 @@ class ConveyorCollector(Collector):
             "Cron ticks skipped because the previous tick's task was still running.",
             value=schedules.overlap_skips,
         )
+
+    def _flow(self) -> Iterator[Metric]:
+        tasks = self._metrics.tasks
+        yield throttled_family(tasks.throttled_counts.copy())
+        yield from limit_families(self._sources.limits, tasks.queue_label)
 
 
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:

@@ -38,6 +38,8 @@ class TaskMetrics:
         self.run_time: dict[str, Histogram] = {}
         self.turnaround: dict[str, Histogram] = {}
         self.workers: dict[str, float] = {}
+        #: (queue, reason) -> lease passes a flow limit held back (conveyor_lease_throttled)
+        self.throttled_counts: dict[tuple[str, str], int] = {}
 
     # -- what the engine reports ----------------------------------------------
 
@@ -82,6 +84,18 @@ class TaskMetrics:
         if outcome.lease_expired:
             self._count("lease_expired", outcome.lease_expired)
             self._after_attempt(outcome.lease_expired)
+
+    def throttled(self, held: Iterable[tuple[str, str]]) -> None:
+        """LeaseBatch.throttled: (queue, reason) for each queue a limit held back in a lease
+        pass; reason is the limit ("rate", "concurrency", "key_concurrency")."""
+        counts = self.throttled_counts
+        for queue, reason in held:
+            key = (queue, reason)
+            count = counts.get(key)
+            if count is None:  # first sight of this queue and reason: cap the queue label
+                key = (self.queue_label(queue), reason)
+                count = counts.get(key, 0)
+            counts[key] = count + 1
 
     def saw_worker(self, worker_id: str) -> None:
         if worker_id:
