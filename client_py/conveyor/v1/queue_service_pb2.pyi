@@ -143,7 +143,8 @@ class QueueLimits(_message.Message):
     """
     burst: _builtins.int
     """Bucket size: the most tasks leased at once after an idle spell.
-    0: max(1, ceil(rate)).
+    0: max(1, ceil(rate)). Only with a rate: a burst without one is
+    INVALID_ARGUMENT (limits.burst).
     """
     concurrency: _builtins.int
     """The most tasks LEASED at once from the queue. 0: no limit."""
