@@ -367,6 +367,10 @@ class Broker:
 
         def apply(txn: TaskTxn) -> LeaseBatch:
             batch = LeaseBatch()
+            # Every limited queue's row read (a shared store: locked) at once, in queue
+            # order, before any task: brokers listing the queues in other orders (round
+            # robin) cannot lock them crosswise.
+            flows = txn.queue_flows_for([q for q in ordered if q in flow_limits])
             self._promote_scheduled(txn, now, batch.promoted)
             room = budget  # bytes the answer may still carry; the first task always goes
             for queue in ordered:
@@ -374,9 +378,10 @@ class Broker:
                     break
                 if txn.is_paused(queue):  # a paused queue hands out nothing (core/queues.py)
                     continue
-                if queue in flow_limits or queue in keyed_queues:
+                if queue in flows or queue in flow_limits or queue in keyed_queues:
                     lease = _FlowLease(txn, now, lease_duration, worker_id, batch, room)
-                    is_full = self._lease_flow(lease, queue, max_tasks - len(batch.tasks))
+                    want = max_tasks - len(batch.tasks)
+                    is_full = self._lease_flow(lease, queue, want, flows.get(queue))
                     room = lease.room
                     if is_full:
                         return batch
@@ -387,7 +392,8 @@ class Broker:
                         if txn.ready_keys(queue, "", 1):  # keyed tasks this broker missed
                             keyed_queues.add(queue)  # (another broker's): the fair path
                             lease = _FlowLease(txn, now, lease_duration, worker_id, batch, room)
-                            is_full = self._lease_flow(lease, queue, max_tasks - len(batch.tasks))
+                            want = max_tasks - len(batch.tasks)
+                            is_full = self._lease_flow(lease, queue, want, flows.get(queue))
                             room = lease.room
                             if is_full:
                                 return batch
@@ -408,12 +414,15 @@ class Broker:
 
         return self.store.write(apply)
 
-    def _lease_flow(self, lease: _FlowLease, queue: str, want: int) -> bool:
+    def _lease_flow(
+        self, lease: _FlowLease, queue: str, want: int, stored: flow.QueueFlow | None
+    ) -> bool:
         """Lease up to `want` tasks of a queue with limits or keyed tasks: within its
         concurrency room and its bucket's tokens, fairly between keys (core/fair.py).
-        Returns whether the answer is full. Limits come from the store, not the cache."""
+        Returns whether the answer is full. `stored`: the queue's flow as this write read
+        it (queue_flows_for, at the start of the lease): limits come from the store, not
+        the cache."""
         txn, now, batch = lease.txn, lease.now, lease.batch
-        stored = txn.get_queue_flow(queue)
         limits = stored.limits if stored is not None else flow.QueueLimits()
         if stored is not None and limits.is_limited:
             self.flow_limits[queue] = limits  # what the store says wins over the cache

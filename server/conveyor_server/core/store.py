@@ -13,7 +13,7 @@ names a concrete store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from typing import Protocol, TypeVar
 
@@ -140,6 +140,13 @@ class TaskTxn(Protocol):
 
     def put_queue_flow(self, queue: str, flow: QueueFlow | None) -> None:
         """Store the queue's flow; None removes it."""
+        ...
+
+    def queue_flows_for(self, queues: Collection[str]) -> dict[str, QueueFlow]:
+        """The stored flows of these queues (a queue without limits is left out). In a
+        write, a shared store locks them all in one statement, in queue order: two brokers
+        leasing from the same queues in different orders take the row locks in the same
+        order, so they wait for each other instead of deadlocking."""
         ...
 
     def queue_flows(self) -> dict[str, QueueFlow]:

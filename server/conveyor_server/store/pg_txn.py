@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Collection
 from typing import Any
 
 from conveyor_server.core.errors import LeaseLost
@@ -566,6 +567,21 @@ class PgTaskTxn:
                 flow.tokens_at,
             ),
         )
+
+    def queue_flows_for(self, queues: Collection[str]) -> dict[str, QueueFlow]:
+        """One statement; in a write every row is locked until commit, in queue order
+        (ORDER BY sits below FOR UPDATE: rows are locked as sorted), so brokers whose
+        leases list the queues in other orders never hold them crosswise."""
+        names = sorted(set(queues))
+        if not names:
+            return {}
+        lock = " FOR UPDATE" if self._writable else ""
+        rows = self._exec(
+            f"SELECT queue, {_FLOW_COLUMNS} FROM conveyor_queue_flows "
+            f"WHERE queue = ANY(%s) ORDER BY queue{lock}",
+            (names,),
+        ).fetchall()
+        return {row[0]: _flow(row[1:]) for row in rows}
 
     def queue_flows(self) -> dict[str, QueueFlow]:
         rows = self._exec(
