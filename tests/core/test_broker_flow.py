@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from conveyor_server.core.broker import LeaseGrant
+from conveyor_server.core.broker import Broker, LeaseGrant
 from conveyor_server.core.errors import InvalidArgument
 from conveyor_server.core.model import TaskSpec, TaskState
 from conveyor_server.core.queues import QueueAdmin, QueueUpdate
+from conveyor_server.core.settings import BrokerSettings
 from tests.core.conftest import Harness
 
 
@@ -187,3 +188,22 @@ def test_keyed_tasks_become_ready_again_after_a_release(h: Harness) -> None:
     h.broker.keyed_queues.clear()
     h.release(leased)
     assert h.lease_one("q").id == task.id
+
+
+def test_a_limit_set_through_another_broker_binds_the_next_lease(h: Harness) -> None:
+    other = Broker(h.broker.store, h.clock, BrokerSettings())  # its cache: no limits yet
+    fill(h, 10)
+    QueueAdmin(other).update("q", QueueUpdate({"concurrency": 2})).result()  # not noted here
+    assert len(h.lease(["q"], 10)) == 2
+    assert h.broker.store.read(lambda txn: txn.leased_count("q")) == 2
+
+
+def test_a_hand_over_obeys_a_limit_this_broker_has_not_noted(h: Harness) -> None:
+    other = Broker(h.broker.store, h.clock, BrokerSettings())
+    fill(h, 1)
+    h.lease(["q"], 1)
+    QueueAdmin(other).update("q", QueueUpdate({"concurrency": 1})).result()
+    grant = LeaseGrant(None, "w")
+    outcome = h.broker.enqueue(TaskSpec(kind="job", queue="q"), lease_to=grant).result()
+    assert outcome.task.state is TaskState.READY
+    assert h.broker.store.read(lambda txn: txn.leased_count("q")) == 1

@@ -106,3 +106,17 @@ def test_a_lease_locks_its_queues_flow_rows_in_queue_order(limited) -> None:
         release.set()
     holder.result(timeout=10)
     assert lease.result(timeout=10).tasks == []
+
+
+def test_a_limit_set_through_another_broker_binds_the_next_lease(limited) -> None:
+    from conveyor_server.core.model import TaskSpec
+    from conveyor_server.core.queues import QueueAdmin, QueueUpdate
+
+    _, a, b = limited
+    clock = FakeClock(NOW)
+    first = Broker(a, clock, BrokerSettings(), rng=random.Random(1))
+    second = Broker(b, clock, BrokerSettings(), rng=random.Random(2))  # no limit on "q" yet
+    for _ in range(10):
+        first.enqueue(TaskSpec(kind="k", queue="q")).result(timeout=10)
+    QueueAdmin(first).update("q", QueueUpdate({"concurrency": 2})).result(timeout=10)
+    assert len(second.lease(["q"], 10).result(timeout=10).tasks) == 2

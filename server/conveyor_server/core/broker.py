@@ -91,9 +91,10 @@ class Broker:
         self.settings = settings or BrokerSettings()
         self._rng = rng or random.Random()
         self._round_robin = 0
-        #: Queues with stored limits, by name (a cache: the lease transaction reads the
-        #: stored flow itself). Queues in neither this nor `keyed_queues` take the plain
-        #: lease path, at today's cost.
+        #: Queues with stored limits, by name: a hint for the engine (hand-overs, freed
+        #: slots), never what a lease obeys. Every lease and every hand-over reads its
+        #: queues' stored flows in its own write (queue_flows_for), so a limit set through
+        #: another broker, or not yet noted here, binds it at once.
         self.flow_limits: dict[str, flow.QueueLimits] = {}
         #: Queues that may hold READY tasks with a concurrency key (an over-estimate).
         self.keyed_queues: set[str] = set()
@@ -114,6 +115,15 @@ class Broker:
         limits, keyed = self.store.read(look)
         self.flow_limits = {name: lim for name, lim in limits.items() if lim.is_limited}
         self.keyed_queues.update(keyed)
+
+    def _note_stored(self, queues: Sequence[str], flows: dict[str, flow.QueueFlow]) -> None:
+        """What a lease read from the store wins over the cache (a hint for the engine)."""
+        for queue in queues:
+            stored = flows.get(queue)
+            if stored is not None and stored.limits.is_limited:
+                self.flow_limits[queue] = stored.limits
+            else:
+                self.flow_limits.pop(queue, None)
 
     def note_limits(self, queue: str, limits: flow.QueueLimits) -> None:
         """UpdateQueue committed new limits for the queue (core/queues.py)."""
@@ -220,8 +230,8 @@ class Broker:
             lease_to is not None
             and task.state is TaskState.READY
             and (task.deadline is None or task.deadline > now)
-            and task.queue not in self.flow_limits  # limits are checked by lease()
             and not txn.is_paused(task.queue)
+            and not txn.queue_flows_for([task.queue])  # stored limits: lease() checks them
         ):
             start_lease(task, now, lease_to.lease_duration, lease_to.worker_id)
         txn.put_task(task, is_new=True)  # _find_duplicate looked; a generated id is fresh
@@ -363,14 +373,17 @@ class Broker:
 
         budget = answer_budget(self.settings)
 
-        flow_limits, keyed_queues = self.flow_limits, self.keyed_queues
+        keyed_queues = self.keyed_queues
 
         def apply(txn: TaskTxn) -> LeaseBatch:
             batch = LeaseBatch()
-            # Every limited queue's row read (a shared store: locked) at once, in queue
-            # order, before any task: brokers listing the queues in other orders (round
-            # robin) cannot lock them crosswise.
-            flows = txn.queue_flows_for([q for q in ordered if q in flow_limits])
+            # Every queue's stored limits, read in this write (not the cache: a limit set
+            # through another broker, or committed a moment ago, binds this lease), all
+            # at once in queue order before any task: brokers listing the queues in other
+            # orders (round robin) cannot lock their rows crosswise. A queue without
+            # limits has no row: nothing is locked.
+            flows = txn.queue_flows_for(ordered)
+            self._note_stored(ordered, flows)
             self._promote_scheduled(txn, now, batch.promoted)
             room = budget  # bytes the answer may still carry; the first task always goes
             for queue in ordered:
@@ -378,7 +391,7 @@ class Broker:
                     break
                 if txn.is_paused(queue):  # a paused queue hands out nothing (core/queues.py)
                     continue
-                if queue in flows or queue in flow_limits or queue in keyed_queues:
+                if queue in flows or queue in keyed_queues:
                     lease = _FlowLease(txn, now, lease_duration, worker_id, batch, room)
                     want = max_tasks - len(batch.tasks)
                     is_full = self._lease_flow(lease, queue, want, flows.get(queue))
@@ -424,10 +437,6 @@ class Broker:
         the cache."""
         txn, now, batch = lease.txn, lease.now, lease.batch
         limits = stored.limits if stored is not None else flow.QueueLimits()
-        if stored is not None and limits.is_limited:
-            self.flow_limits[queue] = limits  # what the store says wins over the cache
-        else:
-            self.flow_limits.pop(queue, None)
         take, capped_by = want, ""
         if limits.concurrency:
             room = limits.concurrency - txn.leased_count(queue)
