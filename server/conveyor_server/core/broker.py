@@ -446,6 +446,9 @@ class Broker:
                 return False
             if room < take:
                 take, capped_by = room, "concurrency"
+        if stored is not None and stored.tokens_at > now and limits.rate:
+            stored = flow.rebased(stored, now)  # the clock stepped back: refill from now
+            txn.put_queue_flow(queue, stored)
         tokens = flow.whole_tokens(stored, now) if stored is not None else None
         if tokens is not None and stored is not None:
             if tokens < 1:
