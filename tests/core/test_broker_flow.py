@@ -177,6 +177,7 @@ def test_keyed_tasks_count_as_leasable_and_are_purged(h: Harness, admin: QueueAd
 
 
 def test_a_keyed_task_another_broker_enqueued_is_still_leased(h: Harness) -> None:
+    h.broker.store.is_shared = True  # type: ignore[misc]  # a store other brokers write
     h.enqueue(queue="q", concurrency_key="z")
     h.broker.keyed_queues.clear()  # as if enqueued through another broker
     assert [t.concurrency_key for t in h.lease(["q"])] == ["z"]
@@ -219,3 +220,50 @@ def test_a_clock_step_back_does_not_stall_the_bucket(h: Harness, admin: QueueAdm
         h.clock.advance(1)
         got += len(h.lease(["q"], 10))
     assert got >= 59  # one a second, as before the step
+
+
+class _SeekCounter:
+    """A store whose transactions count ready_keys calls (the cost of a lease's lookups)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store, self.seeks = store, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def _wrap(self, fn: Any) -> Any:
+        def counted(txn: Any) -> Any:
+            return fn(_CountingTxn(txn, self))
+
+        return counted
+
+    def read(self, fn: Any) -> Any:
+        return self._store.read(self._wrap(fn))
+
+    def write(self, fn: Any, **options: Any) -> Any:
+        return self._store.write(self._wrap(fn), **options)
+
+
+class _CountingTxn:
+    def __init__(self, txn: Any, counter: _SeekCounter) -> None:
+        self._txn, self._counter = txn, counter
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._txn, name)
+
+    def ready_keys(self, *args: Any) -> list[str]:
+        self._counter.seeks += 1
+        return list(self._txn.ready_keys(*args))
+
+
+def test_an_unshared_store_pays_no_key_seek_for_a_plain_queue(h: Harness) -> None:
+    counter = _SeekCounter(h.broker.store)
+    broker = Broker(counter, h.clock, BrokerSettings())  # type: ignore[arg-type]
+    broker.enqueue(TaskSpec(kind="job", queue="plain")).result()
+    assert len(broker.lease(["plain"], 5).result().tasks) == 1  # then the queue runs empty
+    assert broker.lease(["plain"], 5).result().tasks == []
+    assert not broker.has_leasable(["plain"])
+    assert counter.seeks == 0
+    broker.enqueue(TaskSpec(kind="job", queue="plain", concurrency_key="k")).result()
+    assert broker.has_leasable(["plain"])  # a keyed queue is still looked at
+    assert len(broker.lease(["plain"], 5).result().tasks) == 1

@@ -289,12 +289,18 @@ class Broker:
         empty write: a scheduled task that is due but not yet promoted counts.
         """
         now = self.clock.now()
+        # Keyed tasks: only this process writes an unshared store, so `keyed_queues` names
+        # every queue that may hold some; a shared one may hold other brokers' (a seek).
+        is_shared, keyed_queues = self.store.is_shared, self.keyed_queues
 
         def look(txn: TaskTxn) -> bool:
             if txn.due_task_ids("scheduled", now, 1):
                 return True
             return any(
-                (txn.ready_task_ids(queue, 1) or txn.ready_keys(queue, "", 1))
+                (
+                    txn.ready_task_ids(queue, 1)
+                    or ((is_shared or queue in keyed_queues) and txn.ready_keys(queue, "", 1))
+                )
                 and not txn.is_paused(queue)
                 for queue in queues
             )
@@ -373,7 +379,7 @@ class Broker:
 
         budget = answer_budget(self.settings)
 
-        keyed_queues = self.keyed_queues
+        keyed_queues, is_shared = self.keyed_queues, self.store.is_shared
 
         def apply(txn: TaskTxn) -> LeaseBatch:
             batch = LeaseBatch()
@@ -402,8 +408,10 @@ class Broker:
                 while len(batch.tasks) < max_tasks:
                     ids = txn.ready_task_ids(queue, max_tasks - len(batch.tasks))
                     if not ids:
-                        if txn.ready_keys(queue, "", 1):  # keyed tasks this broker missed
-                            keyed_queues.add(queue)  # (another broker's): the fair path
+                        # Keyed tasks this broker missed (another broker's: the fair path).
+                        # Unshared, `keyed_queues` is exact: no seek (a round trip in SQL).
+                        if is_shared and txn.ready_keys(queue, "", 1):
+                            keyed_queues.add(queue)
                             lease = _FlowLease(txn, now, lease_duration, worker_id, batch, room)
                             want = max_tasks - len(batch.tasks)
                             is_full = self._lease_flow(lease, queue, want, flows.get(queue))
