@@ -120,3 +120,31 @@ def test_a_limit_set_through_another_broker_binds_the_next_lease(limited) -> Non
         first.enqueue(TaskSpec(kind="k", queue="q")).result(timeout=10)
     QueueAdmin(first).update("q", QueueUpdate({"concurrency": 2})).result(timeout=10)
     assert len(second.lease(["q"], 10).result(timeout=10).tasks) == 2
+
+
+def test_ready_heads_fills_the_page_past_a_key_another_broker_holds(limited, make_task) -> None:
+    _, a, b = limited
+    tasks = {key: make_task(queue="q", concurrency_key=key) for key in "abcd"}
+
+    def put(txn: Any) -> None:
+        for task in tasks.values():
+            txn.put_task(task, is_new=True)
+
+    a.write(put).result(timeout=10)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_b(txn: Any) -> None:
+        assert txn.ready_task_ids("q", 1, "b") == [tasks["b"].id]  # locked till commit
+        held.set()
+        release.wait(timeout=20)
+
+    holder = a.write(hold_b)
+    try:
+        assert held.wait(timeout=10)
+        page = b.write(lambda txn: txn.ready_heads("q", "", 2)).result(timeout=10)
+        rest = b.write(lambda txn: txn.ready_heads("q", "c", 2)).result(timeout=10)
+    finally:
+        release.set()
+    holder.result(timeout=10)
+    assert page == [("a", tasks["a"].id), ("c", tasks["c"].id)]  # a full page: b skipped
+    assert rest == [("d", tasks["d"].id)]  # short: the keys end

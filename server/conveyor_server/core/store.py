@@ -59,7 +59,9 @@ class TaskTxn(Protocol):
 
     def ready_heads(self, queue: str, after: str, limit: int) -> list[tuple[str, str]]:
         """As ready_keys, each key with the id of its first READY task in lease order
-        (a write takes it as ready_task_ids would: a SQL store locks it, SKIP LOCKED)."""
+        (a write takes it as ready_task_ids would: a SQL store locks it, SKIP LOCKED). A
+        page shorter than `limit` means no key is left past it: a key left out because
+        another broker holds its tasks locked does not shorten the page."""
         ...
 
     def leased_count(self, queue: str, concurrency_key: str | None = None) -> int:

@@ -343,13 +343,21 @@ class PgTaskTxn:
         return [row[0] for row in rows]
 
     def ready_heads(self, queue: str, after: str, limit: int) -> list[tuple[str, str]]:
-        """Each key's first task through ready_task_ids, so a write locks it SKIP LOCKED
-        (a key whose READY tasks another broker holds locked is left out)."""
-        heads = []
-        for key in self.ready_keys(queue, after, limit):
-            ids = self.ready_task_ids(queue, 1, key)
-            if ids:
-                heads.append((key, ids[0]))
+        """Each key's first task through ready_task_ids, so a write locks it SKIP LOCKED.
+        A key whose READY tasks another broker holds locked is left out, and the keys
+        past it fill its place: a page is short only where the keys end (fair.ring
+        stops there). The extra keys read are at most as many as were locked."""
+        heads: list[tuple[str, str]] = []
+        while len(heads) < limit:
+            wanted = limit - len(heads)
+            keys = self.ready_keys(queue, after, wanted)
+            for key in keys:
+                ids = self.ready_task_ids(queue, 1, key)
+                if ids:
+                    heads.append((key, ids[0]))
+            if len(keys) < wanted:
+                break  # no more keys
+            after = keys[-1]
         return heads
 
     def leased_count(self, queue: str, concurrency_key: str | None = None) -> int:
