@@ -42,6 +42,10 @@ class RunConfig:
     broker_args: tuple[str, ...] = ()  # more `conveyor serve` flags (--broker-arg)
     store: str = "lmdb"  # or "postgres": a throwaway PostgreSQL (bench/pg.py)
     brokers: int = 1  # brokers sharing the PostgreSQL database (postgres only)
+    # drain-limited's flow control (bench/scenarios/drain_limited.py)
+    limit_keys: int = 1000
+    limit_concurrency: int = 1024
+    limit_key_concurrency: int = 0
 
 
 @contextmanager

@@ -68,6 +68,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--drain-transport", choices=["auto", "stream", "unary"], help="default: the SDK's"
     )
     parser.add_argument(
+        "--limit-keys",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="drain-limited: concurrency keys the tasks are spread over",
+    )
+    parser.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="drain-limited: the queue's concurrency limit (default: the worker's 512 slots "
+        "plus 512 prefetch; below that the drain is bound by the limit itself)",
+    )
+    parser.add_argument(
+        "--limit-key-concurrency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="drain-limited: most LEASED tasks per key (0: none)",
+    )
+    parser.add_argument(
         "--broker-arg",
         action="append",
         default=[],
@@ -111,6 +133,9 @@ def run(args: Any) -> int:
         broker_args=tuple(args.broker_arg),
         store=args.store,
         brokers=args.brokers,
+        limit_keys=args.limit_keys,
+        limit_concurrency=args.limit_concurrency,
+        limit_key_concurrency=args.limit_key_concurrency,
     )
     if args.profile and _timing.py_spy_path() is None:
         print("conveyor bench: --profile needs py-spy (pip install py-spy)", file=sys.stderr)

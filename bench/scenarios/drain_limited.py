@@ -1,6 +1,11 @@
 """Scenario drain-limited: the drain, with the queue under a concurrency limit and its
-tasks spread over 1,000 concurrency keys each capped by key_concurrency: what flow
-control costs the lease path (the issue's target: within 25 % of the plain drain)."""
+tasks spread over concurrency keys (optionally each capped by key_concurrency): what flow
+control costs the lease path (the issue's target: within 25 % of the plain drain).
+
+Defaults (`--limit-*` flags): 1,000 keys, a queue concurrency limit of 1,024 (the bench
+worker's 512 slots plus 512 prefetch) and no per-key cap. A lower limit bounds the drain by
+the limit itself (at most `limit` tasks per lease-run-ack cycle): that measures the limit,
+not what enforcing it costs; docs/flow-control.md gives those figures too."""
 
 from __future__ import annotations
 
@@ -16,18 +21,17 @@ from conveyor import AsyncClient, Client, TaskSpec, TaskState
 from conveyor_worker import Worker
 
 QUEUE = "drain-limited"
-KEYS = 1000
-CONCURRENCY = 256
-KEY_CONCURRENCY = 1
 #: How often the timed body asks whether the queue is drained. Fairness between keys
 #: reorders the queue, so no last-queued task marks the end; a GetQueue per 50 ms costs
 #: the broker well under 1 % of its CPU and the figure at most one period.
 POLL_SECONDS = 0.05
 
 
-async def prefill_keyed(address: str, count: int, deadline: float, in_flight: int = 4) -> int:
-    """Queue `count` tasks (1000 per EnqueueBatch), task i under key i % KEYS."""
-    batch = [TaskSpec(KIND, PAYLOAD_OBJ, concurrency_key=f"key-{i % KEYS}") for i in range(1000)]
+async def prefill_keyed(
+    address: str, count: int, deadline: float, keys: int, in_flight: int = 4
+) -> int:
+    """Queue `count` tasks (1000 per EnqueueBatch), task i under key i % keys."""
+    batch = [TaskSpec(KIND, PAYLOAD_OBJ, concurrency_key=f"key-{i % keys}") for i in range(1000)]
     remaining = count
     queued = 0
     async with AsyncClient(address, timeout=CALL_TIMEOUT) as client:
@@ -59,9 +63,14 @@ def drain_limited(sizes: Sizes, config: RunConfig) -> list[Sample]:
     """Time from `go` to every task SUCCEEDED, under the limits above."""
     with running_brokers(config) as brokers:
         deadline = deadline_in(sizes.max_seconds)
-        total = asyncio.run(prefill_keyed(brokers.address, sizes.drain, deadline))
+        keys = max(1, config.limit_keys)
+        total = asyncio.run(prefill_keyed(brokers.address, sizes.drain, deadline, keys))
         with Client(brokers.address, timeout=CALL_TIMEOUT) as client:
-            client.update_queue(QUEUE, concurrency=CONCURRENCY, key_concurrency=KEY_CONCURRENCY)
+            client.update_queue(
+                QUEUE,
+                concurrency=config.limit_concurrency,
+                key_concurrency=config.limit_key_concurrency,
+            )
         targets = brokers.spread(max(config.drain_processes, config.brokers))
         workers = WorkerProcesses(targets, QUEUE, config)
         try:
@@ -80,8 +89,9 @@ def drain_limited(sizes: Sizes, config: RunConfig) -> list[Sample]:
             f = defaults.prefetch if config.drain_prefetch is None else config.drain_prefetch
             sample = timed(
                 "drain-limited",
-                f"drain-limited: concurrency {CONCURRENCY}, {KEYS} keys x key_concurrency "
-                f"{KEY_CONCURRENCY}; Worker SDK, {len(targets)} process(es) x concurrency {c}, "
+                f"drain-limited: concurrency {config.limit_concurrency}, {keys} keys x "
+                f"key_concurrency {config.limit_key_concurrency}; Worker SDK, "
+                f"{len(targets)} process(es) x concurrency {c}, "
                 f"prefetch {f}, {config.drain_handler} no-op handler{over(config)}",
                 brokers.pids,
                 body,

@@ -28,14 +28,14 @@ def _wait_for(predicate, seconds: float = 10.0) -> bool:
 
 
 def test_default_prefetch_scales_with_concurrency_and_explicit_values_win() -> None:
-    assert Worker().prefetch == default_prefetch(8) == 256
-    assert Worker(concurrency=1).prefetch == 32
+    assert Worker().prefetch == default_prefetch(8) == 512
+    assert Worker(concurrency=1).prefetch == 64
     assert Worker(concurrency=512).prefetch == 512  # capped
     assert Worker(concurrency=4, prefetch=0).prefetch == 0
     assert Worker(concurrency=4, prefetch=3).prefetch == 3
     worker = Worker(concurrency=2)
     worker.concurrency = 4  # e.g. `conveyor worker --concurrency 4`
-    assert worker.prefetch == 128
+    assert worker.prefetch == 256
     with pytest.raises(ValueError, match="prefetch"):
         Worker(prefetch=-1)
 

@@ -28,7 +28,7 @@ def add_worker_command(subparsers: Any) -> None:
     p.add_argument(
         "--prefetch",
         type=_not_negative,
-        help="tasks leased ahead of the idle slots (0: none; default 32 per slot, at most 512)",
+        help="tasks leased ahead of the idle slots (0: none; default 64 per slot, at most 512)",
     )
     p.add_argument("--queues", help="comma-separated queue names, in lease order")
     add_connection_arguments(p, target_default=False)

@@ -36,13 +36,13 @@ def _seconds(value: Seconds | None) -> float | None:
 
 
 #: Without an explicit `prefetch`, each slot has this many more tasks leased ahead ...
-PREFETCH_PER_SLOT = 32
+PREFETCH_PER_SLOT = 64
 #: ... up to this many in all, so a wide worker does not sit on thousands of leases.
 MAX_DEFAULT_PREFETCH = 512
 
 
 def default_prefetch(concurrency: int) -> int:
-    """The prefetch a Worker uses when none is given: 32 per slot, at most 512.
+    """The prefetch a Worker uses when none is given: 64 per slot, at most 512.
 
     With tasks leased ahead the broker leases the next ones while these run, instead of
     the two taking turns (docs/worker.md, "Prefetch").
@@ -77,7 +77,7 @@ class Worker:
         grace_period: on shutdown, how long running handlers may take to finish.
         prefetch: tasks leased beyond the idle slots, waiting in a local buffer with
             their leases kept alive. None (default): `default_prefetch(concurrency)`,
-            32 per slot up to 512. 0: lease only for idle slots. Buffered tasks are
+            64 per slot up to 512. 0: lease only for idle slots. Buffered tasks are
             leased, so they count against the broker's concurrency limits.
         transport: "auto" (default) takes tasks on one StreamWork stream and falls back
             to Lease/Ack calls if the broker has no StreamWork; "stream" or "unary" force one.
