@@ -207,6 +207,7 @@ def test_keyed_tasks_count_as_leasable_and_are_purged(h: Harness, admin: QueueAd
 
 
 def test_a_keyed_task_another_broker_enqueued_is_still_leased(h: Harness) -> None:
+    h.broker.store.is_shared = True  # type: ignore[misc]  # a store other brokers write
     h.enqueue(queue="q", concurrency_key="z")
     h.broker.keyed_queues.clear()  # as if enqueued through another broker
     assert [t.concurrency_key for t in h.lease(["q"])] == ["z"]

@@ -93,3 +93,13 @@ def test_good_limits_pass() -> None:
     flow.check_limits(QueueLimits(rate=0.5, burst=1, concurrency=10, key_concurrency=2))
     assert not QueueLimits(burst=5).is_limited
     assert QueueLimits(key_concurrency=1).is_limited
+
+
+def test_a_bucket_whose_time_is_ahead_is_rebased_to_now() -> None:
+    ahead = QueueFlow(QueueLimits(rate=2), tokens=0.25, tokens_at=T0 + 600)
+    back = flow.rebased(ahead, T0)
+    assert back.tokens_at == T0 and back.tokens == 0.25
+    assert flow.tokens_now(back, T0 + 1) == pytest.approx(2)  # refills from now on
+    assert flow.rebased(back, T0 + 5) is back  # time ahead of tokens_at: unchanged
+    unlimited = QueueFlow(QueueLimits(concurrency=1), tokens_at=T0 + 600)
+    assert flow.rebased(unlimited, T0) is unlimited

@@ -32,11 +32,14 @@ def test_limits_hold_across_brokers_and_a_slot_freed_on_one_wakes_the_other(
 
 def _two_brokers(a, b) -> None:
     admin = queue_service_pb2_grpc.QueueServiceStub(a.channel)
+    # A limit set through a binds b's very next Lease (not only after b's next refresh).
+    fill(a, "solo", 10)
+    update(admin, "solo", concurrency=2)
+    assert len(lease(b, "solo", 10)) == 2
     update(admin, "shared", concurrency=3, key_concurrency=1)
     fill(a, "shared", 4, concurrency_key="x")
     fill(b, "shared", 4, concurrency_key="y")
     fill(a, "shared", 4)
-    time.sleep(1.0)  # b reads which queues have limits at least every 0.5 s
     with ThreadPoolExecutor(4) as pool:
         leased = [t for f in [pool.submit(lease, s, "shared", 10) for s in (a, b, a, b)]
                   for t in f.result(timeout=10)]  # fmt: skip

@@ -226,3 +226,14 @@ def test_a_schema_3_data_dir_opens_as_schema_4_with_its_tasks(tmp_path: Path, ma
         assert upgraded.read(lambda txn: txn.ready_keys("q", "", 5)) == ["k"]
     finally:
         upgraded.close()
+
+
+def test_queue_flows_for_reads_the_named_queues_with_a_flow(store: Any) -> None:
+    one, two = QueueLimits(concurrency=1), QueueLimits(rate=2.0)
+    write(store, lambda txn: txn.put_queue_flow("b", QueueFlow(one, 0.0, NOW)))
+    write(store, lambda txn: txn.put_queue_flow("a", QueueFlow(two, 1.5, NOW)))
+    write(store, lambda txn: txn.put_queue_flow("c", QueueFlow(one, 0.0, NOW)))
+    got = store.read(lambda txn: txn.queue_flows_for(["b", "none", "a", "b"]))
+    assert got == {"a": QueueFlow(two, 1.5, NOW), "b": QueueFlow(one, 0.0, NOW)}
+    assert write(store, lambda txn: txn.queue_flows_for(["none"])) == {}
+    assert write(store, lambda txn: txn.queue_flows_for([])) == {}

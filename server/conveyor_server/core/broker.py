@@ -91,9 +91,10 @@ class Broker:
         self.settings = settings or BrokerSettings()
         self._rng = rng or random.Random()
         self._round_robin = 0
-        #: Queues with stored limits, by name (a cache: the lease transaction reads the
-        #: stored flow itself). Queues in neither this nor `keyed_queues` take the plain
-        #: lease path, at today's cost.
+        #: Queues with stored limits, by name: a hint for the engine (hand-overs, freed
+        #: slots), never what a lease obeys. Every lease and every hand-over reads its
+        #: queues' stored flows in its own write (queue_flows_for), so a limit set through
+        #: another broker, or not yet noted here, binds it at once.
         self.flow_limits: dict[str, flow.QueueLimits] = {}
         #: Queues that may hold READY tasks with a concurrency key (an over-estimate).
         self.keyed_queues: set[str] = set()
@@ -114,6 +115,15 @@ class Broker:
         limits, keyed = self.store.read(look)
         self.flow_limits = {name: lim for name, lim in limits.items() if lim.is_limited}
         self.keyed_queues.update(keyed)
+
+    def _note_stored(self, queues: Sequence[str], flows: dict[str, flow.QueueFlow]) -> None:
+        """What a lease read from the store wins over the cache (a hint for the engine)."""
+        for queue in queues:
+            stored = flows.get(queue)
+            if stored is not None and stored.limits.is_limited:
+                self.flow_limits[queue] = stored.limits
+            else:
+                self.flow_limits.pop(queue, None)
 
     def note_limits(self, queue: str, limits: flow.QueueLimits) -> None:
         """UpdateQueue committed new limits for the queue (core/queues.py)."""
@@ -220,8 +230,8 @@ class Broker:
             lease_to is not None
             and task.state is TaskState.READY
             and (task.deadline is None or task.deadline > now)
-            and task.queue not in self.flow_limits  # limits are checked by lease()
             and not txn.is_paused(task.queue)
+            and not txn.queue_flows_for([task.queue])  # stored limits: lease() checks them
         ):
             start_lease(task, now, lease_to.lease_duration, lease_to.worker_id)
         txn.put_task(task, is_new=True)  # _find_duplicate looked; a generated id is fresh
@@ -279,12 +289,18 @@ class Broker:
         empty write: a scheduled task that is due but not yet promoted counts.
         """
         now = self.clock.now()
+        # Keyed tasks: only this process writes an unshared store, so `keyed_queues` names
+        # every queue that may hold some; a shared one may hold other brokers' (a seek).
+        is_shared, keyed_queues = self.store.is_shared, self.keyed_queues
 
         def look(txn: TaskTxn) -> bool:
             if txn.due_task_ids("scheduled", now, 1):
                 return True
             return any(
-                (txn.ready_task_ids(queue, 1) or txn.ready_keys(queue, "", 1))
+                (
+                    txn.ready_task_ids(queue, 1)
+                    or ((is_shared or queue in keyed_queues) and txn.ready_keys(queue, "", 1))
+                )
                 and not txn.is_paused(queue)
                 for queue in queues
             )
@@ -363,10 +379,17 @@ class Broker:
 
         budget = answer_budget(self.settings)
 
-        flow_limits, keyed_queues = self.flow_limits, self.keyed_queues
+        keyed_queues, is_shared = self.keyed_queues, self.store.is_shared
 
         def apply(txn: TaskTxn) -> LeaseBatch:
             batch = LeaseBatch()
+            # Every queue's stored limits, read in this write (not the cache: a limit set
+            # through another broker, or committed a moment ago, binds this lease), all
+            # at once in queue order before any task: brokers listing the queues in other
+            # orders (round robin) cannot lock their rows crosswise. A queue without
+            # limits has no row: nothing is locked.
+            flows = txn.queue_flows_for(ordered)
+            self._note_stored(ordered, flows)
             self._promote_scheduled(txn, now, batch.promoted)
             room = budget  # bytes the answer may still carry; the first task always goes
             for queue in ordered:
@@ -374,9 +397,10 @@ class Broker:
                     break
                 if txn.is_paused(queue):  # a paused queue hands out nothing (core/queues.py)
                     continue
-                if queue in flow_limits or queue in keyed_queues:
+                if queue in flows or queue in keyed_queues:
                     lease = _FlowLease(txn, now, lease_duration, worker_id, batch, room)
-                    is_full = self._lease_flow(lease, queue, max_tasks - len(batch.tasks))
+                    want = max_tasks - len(batch.tasks)
+                    is_full = self._lease_flow(lease, queue, want, flows.get(queue))
                     room = lease.room
                     if is_full:
                         return batch
@@ -384,10 +408,13 @@ class Broker:
                 while len(batch.tasks) < max_tasks:
                     ids = txn.ready_task_ids(queue, max_tasks - len(batch.tasks))
                     if not ids:
-                        if txn.ready_keys(queue, "", 1):  # keyed tasks this broker missed
-                            keyed_queues.add(queue)  # (another broker's): the fair path
+                        # Keyed tasks this broker missed (another broker's: the fair path).
+                        # Unshared, `keyed_queues` is exact: no seek (a round trip in SQL).
+                        if is_shared and txn.ready_keys(queue, "", 1):
+                            keyed_queues.add(queue)
                             lease = _FlowLease(txn, now, lease_duration, worker_id, batch, room)
-                            is_full = self._lease_flow(lease, queue, max_tasks - len(batch.tasks))
+                            want = max_tasks - len(batch.tasks)
+                            is_full = self._lease_flow(lease, queue, want, flows.get(queue))
                             room = lease.room
                             if is_full:
                                 return batch
@@ -408,17 +435,16 @@ class Broker:
 
         return self.store.write(apply)
 
-    def _lease_flow(self, lease: _FlowLease, queue: str, want: int) -> bool:
+    def _lease_flow(
+        self, lease: _FlowLease, queue: str, want: int, stored: flow.QueueFlow | None
+    ) -> bool:
         """Lease up to `want` tasks of a queue with limits or keyed tasks: within its
         concurrency room and its bucket's tokens, fairly between keys (core/fair.py).
-        Returns whether the answer is full. Limits come from the store, not the cache."""
+        Returns whether the answer is full. `stored`: the queue's flow as this write read
+        it (queue_flows_for, at the start of the lease): limits come from the store, not
+        the cache."""
         txn, now, batch = lease.txn, lease.now, lease.batch
-        stored = txn.get_queue_flow(queue)
         limits = stored.limits if stored is not None else flow.QueueLimits()
-        if stored is not None and limits.is_limited:
-            self.flow_limits[queue] = limits  # what the store says wins over the cache
-        else:
-            self.flow_limits.pop(queue, None)
         take, capped_by = want, ""
         if limits.concurrency:
             room = limits.concurrency - txn.leased_count(queue)
@@ -428,6 +454,9 @@ class Broker:
                 return False
             if room < take:
                 take, capped_by = room, "concurrency"
+        if stored is not None and stored.tokens_at > now and limits.rate:
+            stored = flow.rebased(stored, now)  # the clock stepped back: refill from now
+            txn.put_queue_flow(queue, stored)
         tokens = flow.whole_tokens(stored, now) if stored is not None else None
         if tokens is not None and stored is not None:
             if tokens < 1:

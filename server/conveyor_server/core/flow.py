@@ -96,6 +96,15 @@ def whole_tokens(flow: QueueFlow, now: float) -> int | None:
     return math.floor(tokens_now(flow, now) + 1e-9)
 
 
+def rebased(flow: QueueFlow, now: float) -> QueueFlow:
+    """The flow with its bucket time moved back to `now` if the clock stepped back past
+    it (NTP step, VM restore, a broker whose clock is behind the last one's): otherwise
+    nothing would refill until the clock caught up with tokens_at again. Keeps the tokens."""
+    if not flow.limits.rate or flow.tokens_at <= now:
+        return flow
+    return replace(flow, tokens_at=now)
+
+
 def take(flow: QueueFlow, now: float, count: int) -> QueueFlow:
     """The flow after leasing `count` tasks at `now` (tokens may not go below zero)."""
     if not flow.limits.rate or count <= 0:

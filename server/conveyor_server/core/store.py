@@ -13,7 +13,7 @@ names a concrete store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from typing import Protocol, TypeVar
 
@@ -59,7 +59,9 @@ class TaskTxn(Protocol):
 
     def ready_heads(self, queue: str, after: str, limit: int) -> list[tuple[str, str]]:
         """As ready_keys, each key with the id of its first READY task in lease order
-        (a write takes it as ready_task_ids would: a SQL store locks it, SKIP LOCKED)."""
+        (a write takes it as ready_task_ids would: a SQL store locks it, SKIP LOCKED). A
+        page shorter than `limit` means no key is left past it: a key left out because
+        another broker holds its tasks locked does not shorten the page."""
         ...
 
     def leased_count(self, queue: str, concurrency_key: str | None = None) -> int:
@@ -145,6 +147,13 @@ class TaskTxn(Protocol):
 
     def put_queue_flow(self, queue: str, flow: QueueFlow | None) -> None:
         """Store the queue's flow; None removes it."""
+        ...
+
+    def queue_flows_for(self, queues: Collection[str]) -> dict[str, QueueFlow]:
+        """The stored flows of these queues (a queue without limits is left out). In a
+        write, a shared store locks them all in one statement, in queue order: two brokers
+        leasing from the same queues in different orders take the row locks in the same
+        order, so they wait for each other instead of deadlocking."""
         ...
 
     def queue_flows(self) -> dict[str, QueueFlow]:

@@ -55,7 +55,15 @@ _SLOTS = 64
 #: What a write meets when another broker wrote the same row first (a task id, a unique
 #: key, a cron tick) or locked rows in the other order: run once more, in a new savepoint,
 #: where it sees the other broker's committed change (a duplicate, not an error).
-_CONFLICTS = (psycopg.errors.UniqueViolation, psycopg.errors.TransactionRollback)
+#: In psycopg 3, DeadlockDetected (40P01) and SerializationFailure (40001) derive from
+#: OperationalError, not TransactionRollback (40000): named here, or a deadlock would
+#: read as a lost connection (the whole group UNAVAILABLE, the writer dropped).
+_CONFLICTS = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.TransactionRollback,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
 #: What a group did: outcomes, queues made READY, final task ids, queues whose leases ended.
 _Applied = tuple[list[Outcome], set[str], list[str], set[str]]
 
@@ -223,6 +231,8 @@ class PgStore:
             try:
                 value = fn(txn)
                 txn.flush()
+            except _CONFLICTS:
+                return None  # rolled back (its locks freed); again write by write
             except psycopg.OperationalError:
                 raise  # the connection is gone: the whole group fails (apply_group)
             except Exception:

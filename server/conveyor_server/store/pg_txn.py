@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from conveyor_server.core.errors import LeaseLost
@@ -353,13 +353,21 @@ class PgTaskTxn:
         return [row[0] for row in rows]
 
     def ready_heads(self, queue: str, after: str, limit: int) -> list[tuple[str, str]]:
-        """Each key's first task through ready_task_ids, so a write locks it SKIP LOCKED
-        (a key whose READY tasks another broker holds locked is left out)."""
-        heads = []
-        for key in self.ready_keys(queue, after, limit):
-            ids = self.ready_task_ids(queue, 1, key)
-            if ids:
-                heads.append((key, ids[0]))
+        """Each key's first task through ready_task_ids, so a write locks it SKIP LOCKED.
+        A key whose READY tasks another broker holds locked is left out, and the keys
+        past it fill its place: a page is short only where the keys end (fair.ring
+        stops there). The extra keys read are at most as many as were locked."""
+        heads: list[tuple[str, str]] = []
+        while len(heads) < limit:
+            wanted = limit - len(heads)
+            keys = self.ready_keys(queue, after, wanted)
+            for key in keys:
+                ids = self.ready_task_ids(queue, 1, key)
+                if ids:
+                    heads.append((key, ids[0]))
+            if len(keys) < wanted:
+                break  # no more keys
+            after = keys[-1]
         return heads
 
     def leased_count(self, queue: str, concurrency_key: str | None = None) -> int:
@@ -592,6 +600,21 @@ class PgTaskTxn:
                 flow.tokens_at,
             ),
         )
+
+    def queue_flows_for(self, queues: Collection[str]) -> dict[str, QueueFlow]:
+        """One statement; in a write every row is locked until commit, in queue order
+        (ORDER BY sits below FOR UPDATE: rows are locked as sorted), so brokers whose
+        leases list the queues in other orders never hold them crosswise."""
+        names = sorted(set(queues))
+        if not names:
+            return {}
+        lock = " FOR UPDATE" if self._writable else ""
+        rows = self._exec(
+            f"SELECT queue, {_FLOW_COLUMNS} FROM conveyor_queue_flows "
+            f"WHERE queue = ANY(%s) ORDER BY queue{lock}",
+            (names,),
+        ).fetchall()
+        return {row[0]: _flow(row[1:]) for row in rows}
 
     def queue_flows(self) -> dict[str, QueueFlow]:
         rows = self._exec(

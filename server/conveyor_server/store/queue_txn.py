@@ -8,6 +8,8 @@ token bucket) live in `meta` under b"flow" 0x00 | queue (store/flow_record.py).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from conveyor_server.core.flow import QueueFlow
 from conveyor_server.core.model import Task
 from conveyor_server.store import flow_record, keys, record
@@ -56,6 +58,11 @@ class KvQueueVerbs:
             self._kv.delete("meta", keys.flow_key(queue))
         else:
             self._kv.put("meta", keys.flow_key(queue), flow_record.encode(flow))
+
+    def queue_flows_for(self, queues: Collection[str]) -> dict[str, QueueFlow]:
+        """The stored flows of these queues (one process writes: nothing to lock)."""
+        found = {queue: self.get_queue_flow(queue) for queue in sorted(set(queues))}
+        return {queue: flow for queue, flow in found.items() if flow is not None}
 
     def queue_flows(self) -> dict[str, QueueFlow]:
         """Every stored flow by queue, in name order."""
