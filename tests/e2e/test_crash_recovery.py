@@ -15,13 +15,13 @@ from tests.rpc.helpers import connect, enqueue, expect_status, lease, ref, secon
 def test_task_leased_before_a_crash_is_leased_again_after_its_lease_expires(broker):
     stubs = connect(broker.address)
     task = enqueue(stubs, "crash", kind="resize")
-    [first] = lease(stubs, "crash", lease_duration=seconds(5))  # outlasts a loaded restart
+    [first] = lease(stubs, "crash", lease_duration=seconds(8))  # outlasts a loaded restart
     broker.kill()
     broker.start()
     stubs = connect(broker.address)
     stored = stubs.tasks.GetTask(task_service_pb2.GetTaskRequest(task_id=task.id)).task
     assert stored.state == task_pb2.TASK_STATE_LEASED  # the lease itself survived
-    [second] = lease(stubs, "crash", wait=seconds(10))
+    [second] = lease(stubs, "crash", wait=seconds(15))
     assert second.id == task.id
     assert second.attempt == 2
     assert time.time() >= first.lease_expires_at.seconds  # not redelivered early
