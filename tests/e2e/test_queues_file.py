@@ -92,6 +92,22 @@ def test_a_missing_file_is_refused(tmp_path: Path) -> None:
         load_queue_file(tmp_path / "absent.toml")
 
 
+def test_bytes_that_are_not_utf8_are_refused_naming_the_file(tmp_path: Path) -> None:
+    """The schedules, queues and tokens files share one reader (service/background.py)."""
+    from conveyor_server.rpc.token_file import TokenFileError, load_token_file
+    from conveyor_server.service.schedule_file import ScheduleFileError, load_schedule_file
+
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"[queues.caf\xe9]\nrate = 1\n")
+    for load, error in (
+        (load_queue_file, QueueFileError),
+        (load_schedule_file, ScheduleFileError),
+        (lambda p: load_token_file(p, {}), TokenFileError),
+    ):
+        with pytest.raises(error, match=r"latin1\.toml"):
+            load(path)
+
+
 def test_the_largest_count_is_accepted(tmp_path: Path) -> None:
     [q] = _load(tmp_path, f"[queues.q]\nconcurrency = {MAX_COUNT}\n")
     assert q.limits.concurrency == MAX_COUNT

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from conveyor_server.core.errors import InvalidArgument
 from conveyor_server.core.settings import BrokerSettings
 from conveyor_server.core.validation import check_name
 from conveyor_server.rpc.security import QUEUE_LIMITED_ROLES, ROLES, Grant, token_digest
-from conveyor_server.service.background import FileWatch
+from conveyor_server.service.background import FileWatch, read_tables
 
 log = logging.getLogger("conveyor.auth")
 
@@ -58,17 +57,7 @@ def load_token_file(path: str | os.PathLike[str], fixed: Mapping[bytes, Grant] =
         TokenFileError: unreadable file, bad TOML, unknown keys, a bad role or queue,
             or one token declared twice; the message names the file and the entry.
     """
-    try:
-        with open(path, "rb") as handle:
-            document = tomllib.load(handle)
-    except (OSError, ValueError) as exc:  # ValueError: bad TOML or UTF-8
-        raise TokenFileError(f"{path}: {exc}") from None
-    unknown = set(document) - {"tokens"}
-    if unknown:
-        raise TokenFileError(f"{path}: unknown top-level keys {sorted(unknown)}")
-    tables = document.get("tokens", {})
-    if not isinstance(tables, dict):
-        raise TokenFileError(f"{path}: 'tokens' must be a table of tables")
+    tables = read_tables(path, "tokens", TokenFileError)
     grants = dict(fixed)
     for name, table in tables.items():
         try:

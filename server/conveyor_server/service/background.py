@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 #: Wait after a failed step before trying again.
 RETRY_SECONDS = 1.0
@@ -121,3 +123,26 @@ class FileWatch:
                 "%s file not applied, keeping the current %s: %s", self._what, self._what, exc
             )
         return self._interval
+
+
+def read_tables(
+    path: str | os.PathLike[str], section: str, error: type[Exception]
+) -> dict[str, Any]:
+    """The `[section.NAME]` tables of a watched TOML file (schedules, queues, tokens).
+
+    Raises:
+        error: unreadable file, bad TOML or UTF-8, other top-level keys, or `section`
+            not a table of tables; the message names the file.
+    """
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except (OSError, ValueError) as exc:  # ValueError: bad TOML (TOMLDecodeError) or UTF-8
+        raise error(f"{path}: {exc}") from None
+    unknown = set(document) - {section}
+    if unknown:
+        raise error(f"{path}: unknown top-level keys {sorted(unknown)}")
+    tables = document.get(section, {})
+    if not isinstance(tables, dict):
+        raise error(f"{path}: '{section}' must be a table of tables")
+    return tables

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from conveyor_server.core.flow import LIMIT_FIELDS, QueueLimits, check_limits
 from conveyor_server.core.queues import QueueUpdate
 from conveyor_server.core.settings import BrokerSettings
 from conveyor_server.core.validation import check_name
-from conveyor_server.service.background import FileWatch
+from conveyor_server.service.background import FileWatch, read_tables
 from conveyor_server.service.queue_ops import QueueOps
 
 log = logging.getLogger("conveyor.queues")
@@ -65,17 +64,7 @@ def load_queue_file(
         QueueFileError: unreadable file, bad TOML, unknown keys, bad values or names;
             the message names the file and the queue.
     """
-    try:
-        with open(path, "rb") as handle:
-            document = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise QueueFileError(f"{path}: {exc}") from None
-    unknown = set(document) - {"queues"}
-    if unknown:
-        raise QueueFileError(f"{path}: unknown top-level keys {sorted(unknown)}")
-    tables = document.get("queues", {})
-    if not isinstance(tables, dict):
-        raise QueueFileError(f"{path}: 'queues' must be a table of tables")
+    tables = read_tables(path, "queues", QueueFileError)
     checked = settings or BrokerSettings()
     found = []
     for name, table in tables.items():

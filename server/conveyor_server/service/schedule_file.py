@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -50,7 +49,7 @@ from conveyor_server.core.schedules.model import (
     ScheduleSource,
     TaskTemplate,
 )
-from conveyor_server.service.background import FileWatch
+from conveyor_server.service.background import FileWatch, read_tables
 
 log = logging.getLogger("conveyor.schedules")
 
@@ -92,17 +91,7 @@ def load_schedule_file(path: str | os.PathLike[str]) -> list[Schedule]:
         ScheduleFileError: unreadable file, bad TOML, unknown keys or bad values;
             the message names the file and the schedule.
     """
-    try:
-        with open(path, "rb") as handle:
-            document = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ScheduleFileError(f"{path}: {exc}") from None
-    unknown = set(document) - {"schedules"}
-    if unknown:
-        raise ScheduleFileError(f"{path}: unknown top-level keys {sorted(unknown)}")
-    tables = document.get("schedules", {})
-    if not isinstance(tables, dict):
-        raise ScheduleFileError(f"{path}: 'schedules' must be a table of tables")
+    tables = read_tables(path, "schedules", ScheduleFileError)
     schedules = []
     for name, table in tables.items():
         try:
