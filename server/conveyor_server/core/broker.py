@@ -120,10 +120,7 @@ class Broker:
         """What a lease read from the store wins over the cache (a hint for the engine)."""
         for queue in queues:
             stored = flows.get(queue)
-            if stored is not None and stored.limits.is_limited:
-                self.flow_limits[queue] = stored.limits
-            else:
-                self.flow_limits.pop(queue, None)
+            self.note_limits(queue, stored.limits if stored is not None else flow.QueueLimits())
 
     def note_limits(self, queue: str, limits: flow.QueueLimits) -> None:
         """UpdateQueue committed new limits for the queue (core/queues.py)."""
@@ -392,17 +389,23 @@ class Broker:
             self._note_stored(ordered, flows)
             self._promote_scheduled(txn, now, batch.promoted)
             room = budget  # bytes the answer may still carry; the first task always goes
+
+            def lease_flow(queue: str) -> bool:
+                """The flow path for one queue; True if the answer is full."""
+                nonlocal room
+                lease = _FlowLease(txn, now, lease_duration, worker_id, batch, room)
+                want = max_tasks - len(batch.tasks)
+                is_full = self._lease_flow(lease, queue, want, flows.get(queue))
+                room = lease.room
+                return is_full
+
             for queue in ordered:
                 if len(batch.tasks) >= max_tasks:
                     break
                 if txn.is_paused(queue):  # a paused queue hands out nothing (core/queues.py)
                     continue
                 if queue in flows or queue in keyed_queues:
-                    lease = _FlowLease(txn, now, lease_duration, worker_id, batch, room)
-                    want = max_tasks - len(batch.tasks)
-                    is_full = self._lease_flow(lease, queue, want, flows.get(queue))
-                    room = lease.room
-                    if is_full:
+                    if lease_flow(queue):
                         return batch
                     continue
                 while len(batch.tasks) < max_tasks:
@@ -412,11 +415,7 @@ class Broker:
                         # Unshared, `keyed_queues` is exact: no seek (a round trip in SQL).
                         if is_shared and txn.ready_keys(queue, "", 1):
                             keyed_queues.add(queue)
-                            lease = _FlowLease(txn, now, lease_duration, worker_id, batch, room)
-                            want = max_tasks - len(batch.tasks)
-                            is_full = self._lease_flow(lease, queue, want, flows.get(queue))
-                            room = lease.room
-                            if is_full:
+                            if lease_flow(queue):
                                 return batch
                         break
                     for task_id in ids:
